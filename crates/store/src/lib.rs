@@ -1,0 +1,46 @@
+//! dacapo-store: where runs keep their checkpoints, best records, training stats and
+//! validation scores.
+//!
+//! Two traits carry the seed API of DaCapo's stores, [`WeightsStore`] and [`StatsStore`], and
+//! two local implementations back them: [`LocalWeightsStore`] (safetensors checkpoints
+//! committed atomically with checksummed manifests and a verified `LATEST` hint) and
+//! [`FileStatsStore`] (append-only JSON-lines files). [`RunLock`] keeps a run to one writer.
+//! Every run, dataset and criterion name is checked with [`dacapo_core::validate_name`]
+//! before it becomes part of a path. No burn: tensors cross as [`dacapo_core::TensorMap`].
+//!
+//! ```no_run
+//! use dacapo_core::{NamedTensor, TensorMap, TrainingIterationStats, TrainingStats};
+//! use dacapo_store::{
+//!     FileStatsStore, LocalWeightsStore, RunLock, StatsStore, TrainState, Weights, WeightsStore,
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let _lock = RunLock::acquire("runs", "demo")?;
+//! let weights = LocalWeightsStore::new("runs");
+//! let model = TensorMap::from([("w".to_owned(), NamedTensor::from_f32(vec![2], &[1.0, 2.0])?)]);
+//! let w = Weights { model, optimizer: TensorMap::new(), state: TrainState::new(10, "hash", "flex", 42) };
+//! weights.store_weights("demo", 10, &w)?;
+//! assert_eq!(weights.latest_iteration("demo")?, Some(10));
+//!
+//! let stats_store = FileStatsStore::new("runs");
+//! let mut stats = TrainingStats::new();
+//! stats.add_iteration_stats(TrainingIterationStats { iteration: 0, loss: 0.5, time: 0.1 })?;
+//! stats_store.store_training_stats("demo", &stats)?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod error;
+pub mod file_stats;
+mod fsutil;
+mod json;
+pub mod local;
+pub mod lock;
+mod st;
+pub mod traits;
+
+pub use error::{Result, StoreError};
+pub use file_stats::FileStatsStore;
+pub use local::{FileEntry, LocalWeightsStore, Manifest, Verify};
+pub use lock::RunLock;
+pub use traits::{BestRecord, StatsStore, TrainState, Weights, WeightsStore};

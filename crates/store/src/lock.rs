@@ -1,0 +1,94 @@
+//! [`RunLock`]: one writer per run, across processes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dacapo_core::validate_name;
+
+use crate::error::{Result, StoreError, io_err};
+use crate::fsutil::create_dir_durable;
+
+/// An exclusive advisory lock on `<root>/<run>/.lock`, held until dropped.
+///
+/// Uses the operating system's file lock (`File::try_lock`), so it is released when the
+/// holder exits in any way, SIGKILL included; a stale lock file never blocks. The holder's
+/// pid, host and start time are written into the file so a refused writer can name it.
+#[derive(Debug)]
+pub struct RunLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// Takes the lock of `run` under `root` without waiting; `StoreError::Locked` naming the
+    /// holder if another writer (in this or another process) has it.
+    pub fn acquire(root: impl AsRef<Path>, run: &str) -> Result<RunLock> {
+        validate_name("run", run)?;
+        let dir = root.as_ref().join(run);
+        create_dir_durable(&dir, true)?;
+        let path = dir.join(".lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err("open lock file", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(StoreError::Locked {
+                    path,
+                    holder: if holder.is_empty() {
+                        "a writer that has not recorded itself yet".to_owned()
+                    } else {
+                        holder.to_owned()
+                    },
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+        }
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let info = format!(
+            "pid {} on host {} since unix time {started}\n",
+            std::process::id(),
+            hostname()
+        );
+        file.set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| file.write_all(info.as_bytes()))
+            .map_err(io_err("write lock file", &path))?;
+        Ok(RunLock { file, path })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // Clear the holder record while still holding the lock; closing the file releases it.
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
+    }
+}
+
+/// This machine's host name, or `unknown-host`.
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".to_owned())
+}
