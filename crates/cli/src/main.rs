@@ -1,0 +1,2 @@
+//! The `dacapo` command-line tool.
+fn main() {}

@@ -1,0 +1,161 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[run]
+name = "quickstart-2d"
+train_until = 2000
+validation_interval = 200
+
+[task]
+kind = "distance"
+
+[architecture]
+kind = "unet"
+dims = 2
+downsample_factors = [[2, 2], [2, 2]]
+input_shape = [132, 132]
+
+[datasplit]
+train = [{ zarr = "data/cells.zarr", raw = "raw", gt = "labels" }]
+validate = [{ name = "val0", zarr = "data/cells.zarr", raw = "raw_val", gt = "labels_val" }]
+"#;
+
+fn path() -> &'static Path {
+    Path::new("configs/test.toml")
+}
+
+fn parse(text: &str) -> Result<RunConfig, CoreError> {
+    RunConfig::from_toml(text, path())
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.run.name.as_str(), "quickstart-2d");
+    assert_eq!(c.run.seed, 42);
+    assert_eq!(c.run.backend, Backend::Flex);
+    assert_eq!(c.trainer.batch_size, 2);
+    assert_eq!(c.stores.root, PathBuf::from("runs"));
+    assert_eq!(c.stores.keep_last, 5);
+    let ArchitectureConfig::Unet(u) = &c.architecture;
+    assert_eq!((u.fmaps, u.fmap_inc_factor, u.kernel_size), (12, 2, 3));
+    assert_eq!(u.padding, Padding::Valid);
+    match &c.task {
+        TaskConfig::Distance {
+            scale_factor,
+            thresholds,
+        } => {
+            assert_eq!(*scale_factor, 10.0);
+            assert_eq!(thresholds.len(), 5);
+        }
+        other => panic!("wrong task {other:?}"),
+    }
+    assert_eq!(c.datasplit.validate[0].display_name(), "val0");
+    assert_eq!(c.datasplit.train[0].display_name(), "cells_raw");
+}
+
+#[test]
+fn unknown_key_names_key_and_file() {
+    let text = MINIMAL.replace("dims = 2", "dims = 2\nfmapz = 3");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("configs/test.toml"), "{err}");
+    assert!(err.contains("fmapz"), "{err}");
+    let text = MINIMAL.replace("[run]", "[run]\nvalidaton_interval = 5");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("validaton_interval"), "{err}");
+    let text = format!("{MINIMAL}\n[extra]\nx = 1\n");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("extra"), "{err}");
+}
+
+#[test]
+fn malformed_toml_names_file_and_line() {
+    let text = MINIMAL.replace("train_until = 2000", "train_until = ");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("configs/test.toml") && err.contains("line"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_key_and_bad_values_are_named() {
+    let text = MINIMAL.replace("validation_interval = 200\n", "");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("validation_interval"), "{err}");
+    let text = MINIMAL.replace("validation_interval = 200", "validation_interval = 0");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("run.validation_interval"), "{err}");
+    let text = MINIMAL.replace("[[2, 2], [2, 2]]", "[[2, 2], [2]]");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("downsample_factors"), "{err}");
+    let text = MINIMAL.replace("name = \"quickstart-2d\"", "name = \"../escape\"");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("invalid run name"), "{err}");
+    let text = MINIMAL.replace("kind = \"distance\"", "kind = \"segmentation\"");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("segmentation"), "{err}");
+    let text = MINIMAL.replace("[run]", "[run]\nbackend = \"metal\"");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("metal"), "{err}");
+    let text = MINIMAL.replace("name = \"val0\"", "name = \"a/b\"");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("datasplit.validate[0].name"), "{err}");
+}
+
+#[test]
+fn environment_overrides_apply_and_unknown_ones_fail() {
+    let c = RunConfig::from_toml_with_env(
+        MINIMAL,
+        path(),
+        env(&[
+            ("DACAPO__RUN__SEED", "7"),
+            ("DACAPO__RUN__TRAIN_UNTIL", "10"),
+            ("DACAPO__TRAINER__LEARNING_RATE", "0.001"),
+            ("UNRELATED", "x"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.run.seed, 7);
+    assert_eq!(c.run.train_until, 10);
+    assert_eq!(c.trainer.learning_rate, 0.001);
+    let err = RunConfig::from_toml_with_env(MINIMAL, path(), env(&[("DACAPO__RUN__SEEDS", "7")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("DACAPO__RUN__SEEDS") && err.contains("seeds"),
+        "{err}"
+    );
+}
+
+#[test]
+fn trajectory_hash_ignores_schedule_but_not_training() {
+    let base = parse(MINIMAL).unwrap();
+    let longer = parse(&MINIMAL.replace("train_until = 2000", "train_until = 9000")).unwrap();
+    assert_eq!(base.trajectory_hash(), longer.trajectory_hash());
+    let other_lr = parse(&format!("{MINIMAL}\n[trainer]\nlearning_rate = 0.5\n")).unwrap();
+    assert_ne!(base.trajectory_hash(), other_lr.trajectory_hash());
+    assert_eq!(base.trajectory_hash().len(), 32);
+}
+
+#[test]
+fn toml_round_trip() {
+    let c = parse(MINIMAL).unwrap();
+    let again = parse(&c.to_toml()).unwrap();
+    assert_eq!(c, again);
+}
+
+#[test]
+fn load_reports_missing_file() {
+    let err = RunConfig::load(Path::new("/nonexistent/run.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/nonexistent/run.toml"), "{err}");
+}

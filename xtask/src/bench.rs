@@ -1,0 +1,166 @@
+//! `cargo xtask bench`: runs the benchmark binaries, collects their JSON lines, prints a table.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+
+use crate::{cargo, root};
+
+/// Arguments of `cargo xtask bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Which benchmarks to run.
+    #[arg(value_enum, default_value_t = Suite::All)]
+    suite: Suite,
+    /// Print ratios against a saved JSON-lines file (e.g. DaCapo's figures).
+    #[arg(long)]
+    compare: Option<PathBuf>,
+    /// Smaller sizes, for a quick smoke run.
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Suite {
+    Stores,
+    Train,
+    Predict,
+    All,
+}
+
+/// (package, bench target) of each suite.
+fn targets(suite: Suite) -> Vec<(&'static str, &'static str)> {
+    let all = [
+        (Suite::Stores, ("dacapo-store", "stores")),
+        (Suite::Train, ("dacapo-models", "train_step")),
+        (Suite::Predict, ("dacapo-validator", "predict")),
+    ];
+    all.into_iter()
+        .filter(|(s, _)| suite == Suite::All || *s == suite)
+        .map(|(_, t)| t)
+        .collect()
+}
+
+/// Runs the suite and prints its results.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let mut results: Vec<Value> = Vec::new();
+    for (package, bench) in targets(args.suite) {
+        let mut cmd = cargo();
+        cmd.args(["bench", "--locked", "-p", package, "--bench", bench])
+            .stdout(Stdio::piped());
+        if args.quick {
+            cmd.env("DACAPO_BENCH_QUICK", "1");
+        }
+        eprintln!("xtask: running {cmd:?}");
+        let mut child = cmd.spawn().context("cannot start cargo bench")?;
+        let stdout = child.stdout.take().context("no stdout from cargo bench")?;
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            // Benchmarks print JSON lines and human text; keep the JSON, echo everything.
+            println!("{line}");
+            if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(&line)
+                && v.get("workload").is_some()
+            {
+                results.push(v);
+            }
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("cargo bench -p {package} --bench {bench} failed with {status}");
+        }
+    }
+    let out_dir = root().join("target").join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let out = out_dir.join("latest.jsonl");
+    let text: String = results.iter().map(|v| format!("{v}\n")).collect();
+    std::fs::write(&out, text).with_context(|| format!("cannot write {}", out.display()))?;
+    println!("\n{}", table(&results));
+    eprintln!("xtask: results saved to {}", out.display());
+    if let Some(path) = &args.compare {
+        println!("\n{}", compare(&results, path)?);
+    }
+    Ok(())
+}
+
+/// The headline number of a result and its unit.
+fn headline(v: &Value) -> Option<(f64, &'static str)> {
+    for (key, unit) in [
+        ("median_s", "s"),
+        ("last_op_ms", "ms"),
+        ("per_op_ms", "ms"),
+        ("mb_per_s", "MB/s"),
+        ("voxels_per_s", "vox/s"),
+        ("seconds", "s"),
+    ] {
+        if let Some(x) = v.get(key).and_then(Value::as_f64) {
+            return Some((x, unit));
+        }
+    }
+    None
+}
+
+fn key(v: &Value) -> String {
+    let workload = v.get("workload").and_then(Value::as_str).unwrap_or("?");
+    match v.get("n") {
+        Some(n) => format!("{workload} n={n}"),
+        None => workload.to_owned(),
+    }
+}
+
+fn table(results: &[Value]) -> String {
+    let mut out = String::from("| workload | value | unit | details |\n|---|---|---|---|\n");
+    for v in results {
+        let (x, unit) = headline(v).unwrap_or((f64::NAN, ""));
+        let details: Vec<String> = v
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter(|(k, _)| !matches!(k.as_str(), "workload" | "n"))
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "| {} | {x:.4} | {unit} | {} |\n",
+            key(v),
+            details.join(" ")
+        ));
+    }
+    out
+}
+
+fn compare(results: &[Value], path: &PathBuf) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read comparison file {}", path.display()))?;
+    let mut theirs: BTreeMap<String, Value> = BTreeMap::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a JSON line", path.display(), i + 1))?;
+        theirs.insert(key(&v), v);
+    }
+    let mut out = format!(
+        "| workload | ours | theirs ({}) | ratio ours/theirs |\n|---|---|---|---|\n",
+        path.display()
+    );
+    for v in results {
+        let k = key(v);
+        let (Some((a, unit)), Some((b, _))) = (headline(v), theirs.get(&k).and_then(headline))
+        else {
+            continue;
+        };
+        out.push_str(&format!(
+            "| {k} | {a:.4} {unit} | {b:.4} {unit} | {:.3} |\n",
+            a / b
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,268 @@
+//! Project automation for dacapo-rs: `cargo xtask <command>`.
+//!
+//! Every command here is a thin wrapper over cargo and the project's own binaries, so what
+//! CI runs, what the README tells a new user to run and what a developer runs are the same.
+
+mod bench;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// dacapo-rs project automation.
+#[derive(Parser)]
+#[command(name = "cargo xtask", about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the README's commands need on Debian/Ubuntu and check the toolchain.
+    Setup {
+        /// Also install Mesa's Vulkan drivers so the wgpu backend runs without a GPU.
+        #[arg(long)]
+        wgpu: bool,
+        /// Only report what is missing; install nothing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Exactly what CI runs: format check, clippy with warnings as errors, all tests.
+    Ci,
+    /// Run the test suite (the README's test command runs this through `ci`).
+    Test {
+        /// Extra arguments passed to `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Generate the synthetic data if missing and train configs/quickstart.toml.
+    Quickstart {
+        /// Extra arguments passed to `dacapo train`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run benchmarks, print JSON lines and a markdown table.
+    Bench(bench::BenchArgs),
+    /// Long kill-and-verify runs of the stores (and the trainer with --train).
+    Crash {
+        /// Number of SIGKILL trials.
+        #[arg(long, default_value_t = 1000)]
+        trials: u32,
+        /// Kill the trainer instead of the store writer.
+        #[arg(long)]
+        train: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Setup { wgpu, check } => setup(wgpu, check),
+        Cmd::Ci => ci(),
+        Cmd::Test { args } => test(&args),
+        Cmd::Quickstart { args } => quickstart(&args),
+        Cmd::Bench(args) => bench::run(&args),
+        Cmd::Crash { trials, train } => crash(trials, train),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A `cargo` command run from the workspace root.
+pub(crate) fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs a command, failing with its command line when it fails.
+pub(crate) fn status(cmd: &mut Command) -> Result<()> {
+    let line = format!("{cmd:?}");
+    eprintln!("xtask: running {line}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {line}"))?;
+    if !status.success() {
+        bail!("{line} failed with {status}");
+    }
+    Ok(())
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program} >/dev/null 2>&1")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn setup(wgpu: bool, check: bool) -> Result<()> {
+    // rustc must be new enough for burn 0.22 (Rust 1.95).
+    let version = Command::new("rustc")
+        .arg("--version")
+        .output()
+        .context("rustc not found: install Rust with rustup (https://rustup.rs)")?;
+    let version = String::from_utf8_lossy(&version.stdout).to_string();
+    eprintln!("xtask: {}", version.trim());
+    let minor = version
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.split('.').nth(1))
+        .and_then(|m| m.parse::<u32>().ok())
+        .unwrap_or(0);
+    if minor < 95 {
+        bail!(
+            "{} is too old: dacapo-rs needs Rust 1.95 or newer (`rustup update`)",
+            version.trim()
+        );
+    }
+    for component in ["rustfmt", "clippy"] {
+        let present = Command::new("cargo")
+            .args([
+                if component == "rustfmt" {
+                    "fmt"
+                } else {
+                    "clippy"
+                },
+                "--version",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !present {
+            if check {
+                eprintln!("xtask: missing rust component {component}");
+            } else {
+                status(Command::new("rustup").args(["component", "add", component]))?;
+            }
+        }
+    }
+    // A C compiler builds the zarr codecs (blosc, zstd).
+    let mut packages: Vec<&str> = Vec::new();
+    if !have("cc") {
+        packages.push("build-essential");
+    }
+    if !have("pkg-config") {
+        packages.push("pkg-config");
+    }
+    if wgpu && !dpkg_installed("mesa-vulkan-drivers") {
+        packages.extend(["mesa-vulkan-drivers", "libvulkan1"]);
+    }
+    if packages.is_empty() {
+        eprintln!("xtask: setup: nothing to install");
+        return Ok(());
+    }
+    if check {
+        bail!(
+            "missing packages: {} (run `cargo xtask setup`)",
+            packages.join(" ")
+        );
+    }
+    if !have("apt-get") {
+        bail!(
+            "missing packages {} and no apt-get: install them with your system's package manager",
+            packages.join(" ")
+        );
+    }
+    let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+    let apt = |args: &[&str]| {
+        let mut all: Vec<&str> = sudo.to_vec();
+        all.push("apt-get");
+        all.extend_from_slice(args);
+        let mut cmd = Command::new(all[0]);
+        cmd.args(&all[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+        status(&mut cmd)
+    };
+    apt(&["update", "-q"])?;
+    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install.extend(&packages);
+    apt(&install)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn ci() -> Result<()> {
+    status(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    status(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    test(&[])
+}
+
+fn test(args: &[String]) -> Result<()> {
+    status(cargo().args(["test", "--workspace", "--locked"]).args(args))
+}
+
+fn quickstart(args: &[String]) -> Result<()> {
+    setup(false, false)?;
+    status(
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "--locked",
+                "-p",
+                "dacapo-cli",
+                "--",
+                "train",
+                "configs/quickstart.toml",
+            ])
+            .args(args),
+    )
+}
+
+fn crash(trials: u32, train: bool) -> Result<()> {
+    let (package, test) = if train {
+        ("dacapo-trainer", "kill_resume")
+    } else {
+        ("dacapo-store", "crash")
+    };
+    status(
+        cargo()
+            .args([
+                "test",
+                "--release",
+                "--locked",
+                "-p",
+                package,
+                "--test",
+                test,
+            ])
+            .args(["--", "--nocapture"])
+            .env("DACAPO_CRASH_TRIALS", trials.to_string()),
+    )
+}
