@@ -72,6 +72,38 @@ impl RunLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Who holds the lock of `run` under `root` now (`None`: nobody, or no lock file yet).
+    ///
+    /// A non-blocking probe for readers such as `dacapo runs ls`: it takes a shared lock on
+    /// the file for an instant (never creating, truncating or writing it) and releases it at
+    /// once; a writer calling [`acquire`](Self::acquire) in that instant is refused.
+    pub fn holder(root: impl AsRef<Path>, run: &str) -> Result<Option<String>> {
+        validate_name("run", run)?;
+        let path = root.as_ref().join(run).join(".lock");
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("open lock file", &path)(e)),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => {
+                let _ = file.unlock();
+                Ok(None)
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                Ok(Some(if holder.is_empty() {
+                    "a writer that has not recorded itself yet".to_owned()
+                } else {
+                    holder.to_owned()
+                }))
+            }
+            Err(fs::TryLockError::Error(e)) => Err(io_err("probe lock", &path)(e)),
+        }
+    }
 }
 
 impl Drop for RunLock {
@@ -91,4 +123,30 @@ fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown-host".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_names_the_writer_only_while_it_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(RunLock::holder(dir.path(), "r").unwrap(), None);
+        let lock = RunLock::acquire(dir.path(), "r").unwrap();
+        let holder = RunLock::holder(dir.path(), "r").unwrap().unwrap();
+        assert!(
+            holder.starts_with(&format!("pid {} on host ", std::process::id())),
+            "{holder}"
+        );
+        // The probe neither took the lock away nor changed the holder record.
+        assert!(matches!(
+            RunLock::acquire(dir.path(), "r"),
+            Err(StoreError::Locked { .. })
+        ));
+        assert_eq!(RunLock::holder(dir.path(), "r").unwrap().unwrap(), holder);
+        drop(lock);
+        assert_eq!(RunLock::holder(dir.path(), "r").unwrap(), None);
+        assert!(RunLock::holder(dir.path(), "../x").is_err());
+    }
 }
