@@ -331,7 +331,12 @@ impl FileStatsStore {
         }
         if guard.is_none() {
             let meta_path = dir.join("meta.json");
-            let meta = read_meta(&meta_path)?;
+            // Unreadable metadata is rewritten below, together with every score (local
+            // scores take priority); a bad score line is still an error from `Log::open`.
+            let meta = read_meta(&meta_path).unwrap_or_else(|e| {
+                tracing::warn!("{e}; rewriting the validation scores of run `{run}`");
+                None
+            });
             let log = Log::open(&dir.join("scores.jsonl"))?;
             *guard = Some(ValidationLog {
                 meta_path,
