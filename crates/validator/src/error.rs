@@ -1,0 +1,86 @@
+//! The error type of dacapo-validator.
+
+/// Errors of blockwise prediction, post-processing and evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidatorError {
+    /// Two arrays that must have the same shape do not.
+    #[error("{what}: shapes differ, {left:?} vs {right:?}")]
+    ShapeMismatch {
+        /// Which arrays were compared (e.g. "prediction vs ground truth").
+        what: String,
+        /// Shape of the first array.
+        left: Vec<usize>,
+        /// Shape of the second array.
+        right: Vec<usize>,
+    },
+    /// A per-axis list (voxel size, block shape, context, offsets) has the wrong length.
+    #[error("{what} has {got} values but the array has {expected} spatial axes")]
+    AxisCount {
+        /// Which list (e.g. "voxel_size").
+        what: String,
+        /// Its length.
+        got: usize,
+        /// Number of spatial axes.
+        expected: usize,
+    },
+    /// A voxel size that is not finite and positive on every axis.
+    #[error("voxel size {voxel_size:?} must be finite and positive on every axis")]
+    VoxelSize {
+        /// The offending voxel size.
+        voxel_size: Vec<f64>,
+    },
+    /// A prediction array that cannot be post-processed as asked.
+    #[error("prediction of shape {shape:?} cannot be post-processed: {reason}")]
+    Prediction {
+        /// Shape of the prediction.
+        shape: Vec<usize>,
+        /// What is wrong and what was expected.
+        reason: String,
+    },
+    /// A parameter set that does not belong to the post-processor it was given to.
+    #[error("post-processor {post_processor} cannot use parameters {parameters}")]
+    WrongParameters {
+        /// The post-processor's name.
+        post_processor: &'static str,
+        /// The id of the parameters given.
+        parameters: String,
+    },
+    /// A parameter id string that does not parse.
+    #[error(
+        "invalid parameter id {id:?}: expected \"threshold=<f32>\", \"bias=<f32>\" or \"argmax\""
+    )]
+    ParameterId {
+        /// The offending id.
+        id: String,
+    },
+    /// A block specification that cannot tile the array.
+    #[error("invalid block specification: {0}")]
+    BlockSpec(String),
+    /// The block predictor returned an array of the wrong shape.
+    #[error(
+        "block {index} at output offset {offset:?}: predictor returned shape {got:?}, expected (channels, {expected:?})"
+    )]
+    BlockOutputShape {
+        /// Index of the block in processing order.
+        index: usize,
+        /// Output-space start of the block.
+        offset: Vec<usize>,
+        /// Shape returned by the predictor.
+        got: Vec<usize>,
+        /// Expected spatial shape (the output block shape).
+        expected: Vec<usize>,
+    },
+    /// The block predictor failed.
+    #[error("predicting block {index} at output offset {offset:?} failed: {source}")]
+    Predict {
+        /// Index of the block in processing order.
+        index: usize,
+        /// Output-space start of the block.
+        offset: Vec<usize>,
+        /// The predictor's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An error of the ndimage operations (affinity agglomeration inputs).
+    #[error(transparent)]
+    Ndimage(#[from] dacapo_ndimage::NdimageError),
+}
