@@ -11,7 +11,9 @@ pub enum StoreError {
     #[error(transparent)]
     Core(#[from] CoreError),
     /// A file system operation failed.
-    #[error("cannot {op} {path}: {source}; check that the store root exists, is writable and has free space")]
+    #[error(
+        "cannot {op} {path}: {source}; check that the store root exists, is writable and has free space"
+    )]
     Io {
         /// What was being done ("create", "read", "fsync", ...).
         op: &'static str,

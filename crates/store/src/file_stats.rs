@@ -46,6 +46,11 @@ trait Record: Sized + Clone {
     fn write_line(&self, out: &mut String) -> Result<()>;
     /// Parses one line (without its `\n`).
     fn parse_line(line: &[u8]) -> Result<Self, String>;
+    /// A fast path: the record at the start of `bytes` and its line length with the `\n`, if
+    /// it is in the writer's exact format.
+    fn parse_prefix(_bytes: &[u8]) -> Option<(Self, usize)> {
+        None
+    }
     /// Whether two records are the same (NaN equals NaN; bit-exact otherwise).
     fn same(&self, other: &Self) -> bool;
     /// Whether `next` may follow `prev` in a file; the error says why not.
@@ -64,6 +69,10 @@ impl Record for TrainingIterationStats {
 
     fn parse_line(line: &[u8]) -> Result<Self, String> {
         json::parse_training_line(line)
+    }
+
+    fn parse_prefix(bytes: &[u8]) -> Option<(Self, usize)> {
+        json::parse_training_canonical(bytes)
     }
 
     fn same(&self, other: &Self) -> bool {
@@ -126,21 +135,31 @@ fn parse_log<R: Record>(path: &Path, bytes: &[u8]) -> Result<(Vec<R>, Vec<u64>, 
     let mut ends = Vec::new();
     let mut start = 0usize;
     let mut line_no = 0usize;
-    while let Some(rel) = bytes[start..].iter().position(|&b| b == b'\n') {
-        let end = start + rel;
+    while start < bytes.len() {
         line_no += 1;
-        let line = &bytes[start..end];
-        start = end + 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let record = R::parse_line(line)
-            .map_err(|e| corrupt(path, format!("line {line_no} check failed: {e}")))?;
+        let (record, next) = match R::parse_prefix(&bytes[start..]) {
+            Some((record, used)) => (record, start + used),
+            None => {
+                // No `\n` left: a torn last line, ignored.
+                let Some(rel) = bytes[start..].iter().position(|&b| b == b'\n') else {
+                    break;
+                };
+                let line = &bytes[start..start + rel];
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    start += rel + 1;
+                    continue;
+                }
+                let record = R::parse_line(line)
+                    .map_err(|e| corrupt(path, format!("line {line_no} check failed: {e}")))?;
+                (record, start + rel + 1)
+            }
+        };
         if let Some(prev) = records.last() {
             R::check_order(prev, &record)
                 .map_err(|e| corrupt(path, format!("line {line_no} check failed: {e}")))?;
         }
         records.push(record);
+        start = next;
         ends.push(start as u64);
     }
     Ok((records, ends, start as u64))
@@ -196,7 +215,9 @@ impl<R: Record> Log<R> {
     fn common_prefix(&self, mem: &[R], full: bool) -> usize {
         let d = self.records.len();
         let boundary_ok = d == 0
-            || (mem.len() >= d && mem[0].same(&self.records[0]) && mem[d - 1].same(&self.records[d - 1]));
+            || (mem.len() >= d
+                && mem[0].same(&self.records[0])
+                && mem[d - 1].same(&self.records[d - 1]));
         if boundary_ok && (!full || mem.iter().zip(&self.records).all(|(a, b)| a.same(b))) {
             return d;
         }
@@ -369,8 +390,8 @@ fn read_meta(path: &Path) -> Result<Option<ValidationMeta>> {
     let Some(bytes) = read_optional(path)? else {
         return Ok(None);
     };
-    let text =
-        std::str::from_utf8(&bytes).map_err(|_| corrupt(path, "metadata check failed: not UTF-8"))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| corrupt(path, "metadata check failed: not UTF-8"))?;
     json::from_str_exact(text)
         .map(Some)
         .map_err(|e| corrupt(path, format!("metadata check failed: {e}")))

@@ -199,3 +199,53 @@ impl Write for CompareWriter {
         Ok(())
     }
 }
+
+/// The fsync of a file, run by a helper thread once the file is complete.
+///
+/// Started when the file is created and released by [`Self::close`] when its last byte is
+/// written, so the disk flushes one file while the next one is being written and checksummed.
+pub(crate) struct SyncBehind {
+    tx: Option<std::sync::mpsc::Sender<()>>,
+    handle: std::thread::JoinHandle<io::Result<()>>,
+    path: PathBuf,
+}
+
+impl SyncBehind {
+    /// Starts the helper thread for `file`; it waits for [`Self::close`].
+    pub(crate) fn start(file: &File, path: &Path) -> Result<Self> {
+        let f = file
+            .try_clone()
+            .map_err(io_err("duplicate handle of", path))?;
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let handle = std::thread::Builder::new()
+            .name("dacapo-store-fsync".into())
+            .spawn(move || {
+                // Returns when the sender is dropped: the file is complete.
+                while rx.recv().is_ok() {}
+                f.sync_all()
+            })
+            .map_err(io_err("start an fsync thread for", path))?;
+        Ok(Self {
+            tx: Some(tx),
+            handle,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Lets the thread fsync the file now, without waiting for it.
+    pub(crate) fn close(&mut self) {
+        self.tx = None;
+    }
+
+    /// Waits for the fsync.
+    pub(crate) fn finish(mut self) -> Result<()> {
+        self.close();
+        match self.handle.join() {
+            Ok(r) => r.map_err(io_err("fsync", &self.path)),
+            Err(_) => Err(crate::error::StoreError::Invalid(format!(
+                "the fsync thread of {} panicked",
+                self.path.display()
+            ))),
+        }
+    }
+}

@@ -353,8 +353,73 @@ fn special_float(s: &str) -> Result<f64, String> {
         "Infinity" | "inf" => Ok(f64::INFINITY),
         "-Infinity" | "-inf" => Ok(f64::NEG_INFINITY),
         "NaN" | "nan" => Ok(f64::NAN),
-        other => Err(format!("expected a number, null or \"Infinity\", found {other:?}")),
+        other => Err(format!(
+            "expected a number, null or \"Infinity\", found {other:?}"
+        )),
     }
+}
+
+/// Parses a line exactly as [`write_training_line`] writes it, at the start of `bytes`, and
+/// returns the record and the length of the line including its `\n`.
+///
+/// `None` for anything else (other key order, whitespace, a missing `\n`): the caller then
+/// falls back to [`parse_training_line`]. This is the hot path of reading 100k-record files.
+pub(crate) fn parse_training_canonical(bytes: &[u8]) -> Option<(TrainingIterationStats, usize)> {
+    let rest = bytes.strip_prefix(b"{\"iteration\":")?;
+    let end = rest.iter().position(|c| !c.is_ascii_digit())?;
+    let digits = &rest[..end];
+    if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+        return None;
+    }
+    let iteration: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let rest = rest[end..].strip_prefix(b",\"loss\":")?;
+    let (loss, rest) = take_f64(rest)?;
+    let rest = rest.strip_prefix(b",\"time\":")?;
+    let (time, rest) = take_f64(rest)?;
+    let rest = rest.strip_prefix(b"}\n")?;
+    Some((
+        TrainingIterationStats {
+            iteration,
+            loss,
+            time,
+        },
+        bytes.len() - rest.len(),
+    ))
+}
+
+/// A JSON number (strictly shaped), `null` (NaN) or `"Infinity"`/`"-Infinity"` at the start
+/// of `b`, and the rest.
+fn take_f64(b: &[u8]) -> Option<(f64, &[u8])> {
+    if let Some(rest) = b.strip_prefix(b"null") {
+        return Some((f64::NAN, rest));
+    }
+    if let Some(rest) = b.strip_prefix(b"\"Infinity\"") {
+        return Some((f64::INFINITY, rest));
+    }
+    if let Some(rest) = b.strip_prefix(b"\"-Infinity\"") {
+        return Some((f64::NEG_INFINITY, rest));
+    }
+    let end = b
+        .iter()
+        .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+        .unwrap_or(b.len());
+    let tok = &b[..end];
+    let unsigned = tok.strip_prefix(b"-").unwrap_or(tok);
+    // What `str::parse` accepts but JSON does not: "+1", ".5", "01", "1.", "1.e5".
+    match unsigned {
+        [b'0', b'0'..=b'9', ..] => return None,
+        [b'0'..=b'9', ..] => {}
+        _ => return None,
+    }
+    if !tok.last()?.is_ascii_digit()
+        || tok
+            .windows(2)
+            .any(|w| w[0] == b'.' && !w[1].is_ascii_digit())
+    {
+        return None;
+    }
+    let v: f64 = std::str::from_utf8(tok).ok()?.parse().ok()?;
+    Some((v, &b[end..]))
 }
 
 /// `None` means "not a simple flat object: use the general parser".
@@ -463,7 +528,11 @@ mod tests {
 
     #[test]
     fn training_lines_round_trip_including_non_finite() {
-        for (loss, time) in [(0.5, 0.25), (f64::NAN, 1e-9), (f64::INFINITY, f64::NEG_INFINITY)] {
+        for (loss, time) in [
+            (0.5, 0.25),
+            (f64::NAN, 1e-9),
+            (f64::INFINITY, f64::NEG_INFINITY),
+        ] {
             let r = TrainingIterationStats {
                 iteration: 42,
                 loss,
@@ -476,6 +545,52 @@ mod tests {
             assert_eq!(back.iteration, 42);
             assert!(back.loss.to_bits() == loss.to_bits() || (back.loss.is_nan() && loss.is_nan()));
             assert_eq!(back.time.to_bits(), time.to_bits());
+        }
+    }
+
+    #[test]
+    fn canonical_fast_path_matches_the_general_parser() {
+        let mut text = String::new();
+        for (i, (loss, time)) in [(0.5, 1e-7), (f64::NAN, 1e300), (-0.0, f64::INFINITY)]
+            .into_iter()
+            .enumerate()
+        {
+            write_training_line(
+                &mut text,
+                &TrainingIterationStats {
+                    iteration: i as u64 * 1000,
+                    loss,
+                    time,
+                },
+            );
+        }
+        let bytes = text.as_bytes();
+        let mut at = 0;
+        for line in text.lines() {
+            let (fast, used) = parse_training_canonical(&bytes[at..]).unwrap();
+            let slow = parse_training_line(line.as_bytes()).unwrap();
+            assert_eq!(fast.iteration, slow.iteration);
+            assert_eq!(fast.loss.to_bits(), slow.loss.to_bits());
+            assert_eq!(fast.time.to_bits(), slow.time.to_bits());
+            assert_eq!(used, line.len() + 1);
+            at += used;
+        }
+        // Not canonical: handled (or rejected) by the general parser instead.
+        for other in [
+            &b"{\"iteration\":1,\"loss\":1.0,\"time\":1.0}"[..], // no newline: torn
+            b"{\"iteration\":01,\"loss\":1.0,\"time\":1.0}\n",
+            b"{\"iteration\":1,\"loss\":+1.0,\"time\":1.0}\n",
+            b"{\"iteration\":1,\"loss\":.5,\"time\":1.0}\n",
+            b"{\"iteration\":1,\"loss\":1.,\"time\":1.0}\n",
+            b"{\"iteration\":1,\"loss\":1.e5,\"time\":1.0}\n",
+            b"{\"iteration\":1, \"loss\":1.0,\"time\":1.0}\n",
+            b"{\"loss\":1.0,\"iteration\":1,\"time\":1.0}\n",
+        ] {
+            assert!(
+                parse_training_canonical(other).is_none(),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
         }
     }
 
@@ -514,7 +629,16 @@ mod tests {
         assert_eq!(v["a"][1].as_i64(), Some(-2));
         assert_eq!(v["a"][2].as_f64(), Some(350.0));
         assert_eq!(v["b"].as_str(), Some("x\"\né😀"));
-        for bad in ["{", "[1,]", "{\"a\" 1}", "\"\\ud800\"", "1e400", "nul", "{} {}", "-"] {
+        for bad in [
+            "{",
+            "[1,]",
+            "{\"a\" 1}",
+            "\"\\ud800\"",
+            "1e400",
+            "nul",
+            "{} {}",
+            "-",
+        ] {
             assert!(parse_value(bad).is_err(), "{bad}");
         }
         let deep = "[".repeat(100) + &"]".repeat(100);

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError, corrupt, io_err};
 use crate::fsutil::{
-    CompareWriter, CrcWriter, create_dir_durable, file_crc, fsync_dir, read_optional,
+    CompareWriter, CrcWriter, SyncBehind, create_dir_durable, file_crc, fsync_dir, read_optional,
     unique_suffix, write_atomic,
 };
 use crate::json;
@@ -262,7 +262,10 @@ impl LocalWeightsStore {
             let name = entry.file_name();
             if name.to_string_lossy().starts_with(TMP_PREFIX) {
                 let path = entry.path();
-                tracing::info!("removing leftover {} of an interrupted write", path.display());
+                tracing::info!(
+                    "removing leftover {} of an interrupted write",
+                    path.display()
+                );
                 match fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path)) {
                     Ok(()) => removed_any = true,
                     Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
@@ -272,7 +275,11 @@ impl LocalWeightsStore {
         if let Some(cp_dir) = it_dir.parent() {
             for entry in fs::read_dir(cp_dir).map_err(io_err("list", cp_dir))? {
                 let entry = entry.map_err(io_err("list", cp_dir))?;
-                if entry.file_name().to_string_lossy().starts_with(".LATEST.tmp-") {
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".LATEST.tmp-")
+                {
                     let _ = fs::remove_file(entry.path());
                 }
             }
@@ -334,7 +341,8 @@ impl LocalWeightsStore {
         };
         let hint = Hint::parse(&bytes);
         let stale = hint.is_none_or(|h| {
-            h.latest.is_some_and(|l| gone.contains(&l)) || h.pending.is_some_and(|p| gone.contains(&p))
+            h.latest.is_some_and(|l| gone.contains(&l))
+                || h.pending.is_some_and(|p| gone.contains(&p))
         });
         if stale {
             let latest = scan_latest(&self.iterations_dir(run)?, run, Verify::Quick)?;
@@ -398,7 +406,10 @@ fn check_dir(dir: &Path, iteration: u64, level: Verify) -> Result<Manifest> {
     let mpath = dir.join(MANIFEST_FILE);
     let Some(bytes) = read_optional(&mpath)? else {
         if dir.exists() {
-            return Err(corrupt(&mpath, "manifest check failed: MANIFEST.json is missing"));
+            return Err(corrupt(
+                &mpath,
+                "manifest check failed: MANIFEST.json is missing",
+            ));
         }
         return Err(StoreError::NotFound {
             what: format!("checkpoint {iteration}"),
@@ -427,13 +438,19 @@ fn check_dir(dir: &Path, iteration: u64, level: Verify) -> Result<Manifest> {
     }
     for name in [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE] {
         let Some(entry) = manifest.files.get(name) else {
-            return Err(corrupt(&mpath, format!("manifest check failed: it lists no {name}")));
+            return Err(corrupt(
+                &mpath,
+                format!("manifest check failed: it lists no {name}"),
+            ));
         };
         let path = dir.join(name);
         let size = match fs::metadata(&path) {
             Ok(m) => m.len(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(corrupt(&path, "existence check failed: the file is missing"));
+                return Err(corrupt(
+                    &path,
+                    "existence check failed: the file is missing",
+                ));
             }
             Err(e) => return Err(io_err("stat", &path)(e)),
         };
@@ -503,8 +520,7 @@ fn read_best(path: &Path) -> Result<BestRecord> {
     let bytes = fs::read(path).map_err(io_err("read", path))?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| corrupt(path, "best record check failed: not UTF-8"))?;
-    json::from_str_exact(text)
-        .map_err(|e| corrupt(path, format!("best record check failed: {e}")))
+    json::from_str_exact(text).map_err(|e| corrupt(path, format!("best record check failed: {e}")))
 }
 
 fn check_dataset_criterion(dataset: &str, criterion: &str) -> Result<()> {
@@ -518,31 +534,40 @@ fn check_dataset_criterion(dataset: &str, criterion: &str) -> Result<()> {
     Ok(())
 }
 
-/// Creates `path` and writes it through a checksumming buffered writer; returns the open file
-/// (for a later fsync) and its manifest entry.
+/// Creates `path` and writes it through a checksumming buffered writer; returns its manifest
+/// entry and, with `fsync`, the background sync that makes it durable.
 fn create_file(
     path: &Path,
     tensors: Option<usize>,
+    fsync: bool,
     body: impl FnOnce(&mut CrcWriter<BufWriter<&File>>) -> Result<()>,
-) -> Result<(File, FileEntry)> {
+) -> Result<(FileEntry, Option<SyncBehind>)> {
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
         .map_err(io_err("create", path))?;
+    let mut sync = if fsync {
+        Some(SyncBehind::start(&file, path)?)
+    } else {
+        None
+    };
     let (crc32c, size) = {
         let mut w = CrcWriter::new(BufWriter::with_capacity(1 << 20, &file));
         body(&mut w)?;
         w.flush().map_err(io_err("write", path))?;
         (w.crc, w.len)
     };
+    if let Some(s) = sync.as_mut() {
+        s.close();
+    }
     Ok((
-        file,
         FileEntry {
             size,
             crc32c,
             tensors,
         },
+        sync,
     ))
 }
 
@@ -577,7 +602,9 @@ impl WeightsStore for LocalWeightsStore {
                     });
                 }
                 Err(e) => {
-                    tracing::warn!("replacing checkpoint {iteration} of run `{run}`, which fails verification: {e}");
+                    tracing::warn!(
+                        "replacing checkpoint {iteration} of run `{run}`, which fails verification: {e}"
+                    );
                     self.uncommit(&it_dir, &final_dir, iteration)?;
                 }
             }
@@ -648,8 +675,8 @@ impl WeightsStore for LocalWeightsStore {
                 ),
             ));
         }
-        let text =
-            std::str::from_utf8(&bytes).map_err(|_| corrupt(&path, "state check failed: not UTF-8"))?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| corrupt(&path, "state check failed: not UTF-8"))?;
         let state: TrainState = json::from_str_exact(text)
             .map_err(|e| corrupt(&path, format!("state check failed: {e}")))?;
         let optimizer = maps.pop().unwrap_or_default();
@@ -734,13 +761,15 @@ impl WeightsStore for LocalWeightsStore {
         let it_dir = self.iterations_dir(run)?;
         let mut out: Vec<u64> = list_iterations(&it_dir)?
             .into_iter()
-            .filter(|&n| match check_dir(&it_dir.join(n.to_string()), n, Verify::Quick) {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::warn!("skipping checkpoint {n} of run `{run}`: {e}");
-                    false
-                }
-            })
+            .filter(
+                |&n| match check_dir(&it_dir.join(n.to_string()), n, Verify::Quick) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!("skipping checkpoint {n} of run `{run}`: {e}");
+                        false
+                    }
+                },
+            )
             .collect();
         out.sort_unstable();
         Ok(out)
@@ -789,21 +818,28 @@ impl LocalWeightsStore {
         current: Option<u64>,
         run: &str,
     ) -> Result<bool> {
-        let model_path = tmp.join(MODEL_FILE);
-        let (model_file, model_entry) =
-            create_file(&model_path, Some(weights.model.len()), |w| {
-                st::write_tensors(w, &weights.model, &model_path)
+        let fsync = self.fsync;
+        let mut syncs = Vec::with_capacity(4);
+        let mut entries = BTreeMap::new();
+        for (name, map) in [
+            (MODEL_FILE, &weights.model),
+            (OPTIMIZER_FILE, &weights.optimizer),
+        ] {
+            let path = tmp.join(name);
+            let (entry, sync) = create_file(&path, Some(map.len()), fsync, |w| {
+                st::write_tensors(w, map, &path)
             })?;
-        let opt_path = tmp.join(OPTIMIZER_FILE);
-        let (opt_file, opt_entry) =
-            create_file(&opt_path, Some(weights.optimizer.len()), |w| {
-                st::write_tensors(w, &weights.optimizer, &opt_path)
-            })?;
+            syncs.extend(sync);
+            entries.insert(name.to_owned(), entry);
+        }
         let state_path = tmp.join(STATE_FILE);
         let state_bytes = state_json(&weights.state)?;
-        let (state_file, state_entry) = create_file(&state_path, None, |w| {
-            w.write_all(&state_bytes).map_err(io_err("write", &state_path))
+        let (state_entry, sync) = create_file(&state_path, None, fsync, |w| {
+            w.write_all(&state_bytes)
+                .map_err(io_err("write", &state_path))
         })?;
+        syncs.extend(sync);
+        entries.insert(STATE_FILE.to_owned(), state_entry);
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             iteration,
@@ -813,20 +849,17 @@ impl LocalWeightsStore {
             store_version: env!("CARGO_PKG_VERSION").to_owned(),
             backend: weights.state.backend.clone(),
             config_hash: weights.state.config_hash.clone(),
-            files: BTreeMap::from([
-                (MODEL_FILE.to_owned(), model_entry),
-                (OPTIMIZER_FILE.to_owned(), opt_entry),
-                (STATE_FILE.to_owned(), state_entry),
-            ]),
+            files: entries,
         };
         let mut manifest_bytes = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| StoreError::Invalid(format!("manifest cannot be written: {e}")))?;
         manifest_bytes.push(b'\n');
         let manifest_path = tmp.join(MANIFEST_FILE);
-        let (manifest_file, _) = create_file(&manifest_path, None, |w| {
+        let (_, sync) = create_file(&manifest_path, None, fsync, |w| {
             w.write_all(&manifest_bytes)
                 .map_err(io_err("write", &manifest_path))
         })?;
+        syncs.extend(sync);
 
         let intent = current.is_none_or(|c| iteration > c);
         let latest_path = self.latest_path(run)?;
@@ -838,36 +871,31 @@ impl LocalWeightsStore {
                 latest: current,
                 pending: Some(iteration),
             };
-            write_atomic(&latest_path, hint.render().as_bytes(), self.fsync)
+            write_atomic(&latest_path, hint.render().as_bytes(), fsync)
         };
-        if !self.fsync {
+        if !fsync {
             return write_intent().map(|()| intent);
         }
-        // The fsyncs are independent: running them at once lets the file system share journal
-        // commits, so small checkpoints do not pay one commit latency per file.
-        let files = [
-            (model_file, model_path),
-            (opt_file, opt_path),
-            (state_file, state_path),
-            (manifest_file, manifest_path),
-        ];
-        std::thread::scope(|s| {
-            let handles: Vec<_> = files
-                .iter()
-                .map(|(f, p)| s.spawn(move || f.sync_all().map_err(io_err("fsync", p))))
-                .collect();
+        // The file syncs already run in their threads (each since its file was complete);
+        // the directory sync and the intent run meanwhile, so the file system can share
+        // journal commits between them.
+        let mut result = std::thread::scope(|s| {
             let dir_sync = s.spawn(|| fsync_dir(tmp));
-            let mut result = write_intent();
-            for h in handles.into_iter().chain([dir_sync]) {
-                let r = h.join().unwrap_or_else(|_| {
-                    Err(StoreError::Invalid("an fsync thread panicked".to_owned()))
-                });
-                if result.is_ok() {
-                    result = r;
-                }
+            let r = write_intent();
+            let d = dir_sync.join().unwrap_or_else(|_| {
+                Err(StoreError::Invalid(
+                    "the directory fsync thread panicked".to_owned(),
+                ))
+            });
+            r.and(d)
+        });
+        for sync in syncs {
+            let r = sync.finish();
+            if result.is_ok() {
+                result = r;
             }
-            result
-        })?;
+        }
+        result?;
         Ok(intent)
     }
 }

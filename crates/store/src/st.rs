@@ -139,7 +139,10 @@ pub(crate) fn read_tensors(path: &Path, size: u64, crc: u32) -> Result<TensorMap
     }
     let mut n_bytes = [0u8; 8];
     f.read_exact(&mut n_bytes).map_err(|_| {
-        corrupt(path, "safetensors header check failed: file shorter than 8 bytes")
+        corrupt(
+            path,
+            "safetensors header check failed: file shorter than 8 bytes",
+        )
     })?;
     let n = u64::from_le_bytes(n_bytes);
     if n > MAX_HEADER || 8 + n > size {
@@ -171,7 +174,10 @@ pub(crate) fn read_tensors(path: &Path, size: u64, crc: u32) -> Result<TensorMap
         let Some(dtype) = from_st(info.dtype) else {
             return Err(corrupt(
                 path,
-                format!("tensor {name:?} has dtype {:?}, which dacapo-rs does not support", info.dtype),
+                format!(
+                    "tensor {name:?} has dtype {:?}, which dacapo-rs does not support",
+                    info.dtype
+                ),
             ));
         };
         let len = info.data_offsets.1 - info.data_offsets.0;
@@ -182,7 +188,10 @@ pub(crate) fn read_tensors(path: &Path, size: u64, crc: u32) -> Result<TensorMap
             .read_to_end(&mut data)
             .map_err(io_err("read", path))?;
         if data.len() != len {
-            return Err(corrupt(path, "size check failed: file ended inside a tensor"));
+            return Err(corrupt(
+                path,
+                "size check failed: file ended inside a tensor",
+            ));
         }
         running = crc32c::crc32c_append(running, &data);
         let tensor = NamedTensor::new(dtype, info.shape.clone(), data)
@@ -192,7 +201,9 @@ pub(crate) fn read_tensors(path: &Path, size: u64, crc: u32) -> Result<TensorMap
     if running != crc {
         return Err(corrupt(
             path,
-            format!("crc32c check failed: the manifest says {crc:#010x}, the file has {running:#010x}"),
+            format!(
+                "crc32c check failed: the manifest says {crc:#010x}, the file has {running:#010x}"
+            ),
         ));
     }
     Ok(map)

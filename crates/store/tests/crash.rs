@@ -71,11 +71,19 @@ fn writer(root: &Path, generation: u64, progress_path: &Path) {
     let start = ws.latest_iteration(RUN).unwrap().unwrap_or(0);
     if start > 0 {
         let w = ws.retrieve_weights(RUN, start).unwrap();
-        assert_eq!(w.model, checkpoint(start, 0).model, "resumed model of {start}");
+        assert_eq!(
+            w.model,
+            checkpoint(start, 0).model,
+            "resumed model of {start}"
+        );
     }
     let mut stats = ss.retrieve_training_stats(RUN).unwrap();
     stats.delete_after(start);
-    assert_eq!(stats.trained_until(), start, "stats must reach the checkpoint");
+    assert_eq!(
+        stats.trained_until(),
+        start,
+        "stats must reach the checkpoint"
+    );
     let mut scores = ss.retrieve_validation_iteration_scores(RUN).unwrap();
     if scores.meta != meta() {
         scores = ValidationScores::new(meta());
@@ -86,19 +94,20 @@ fn writer(root: &Path, generation: u64, progress_path: &Path) {
     loop {
         stats.add_iteration_stats(rec(i, generation)).unwrap();
         i += 1;
-        if i % 2 == 0 || i % INTERVAL == 0 {
+        if i.is_multiple_of(2) || i.is_multiple_of(INTERVAL) {
             ss.store_training_stats(RUN, &stats).unwrap();
             progress(&mut out, &format!("S {i}"));
         }
-        if i % INTERVAL == 0 {
-            ws.store_weights(RUN, i, &checkpoint(i, generation)).unwrap();
+        if i.is_multiple_of(INTERVAL) {
+            ws.store_weights(RUN, i, &checkpoint(i, generation))
+                .unwrap();
             progress(&mut out, &format!("W {i}"));
             scores
                 .add_iteration_scores(iter_scores(i, score_values(i, generation)))
                 .unwrap();
             ss.store_validation_iteration_scores(RUN, &scores).unwrap();
             progress(&mut out, &format!("V {i}"));
-            if i % (2 * INTERVAL) == 0 {
+            if i.is_multiple_of(2 * INTERVAL) {
                 ws.store_best(RUN, &best(i)).unwrap();
                 progress(&mut out, &format!("B {i}"));
             }
@@ -146,7 +155,13 @@ fn crash_child() {
 
 fn spawn(role: &str, root: &Path, generation: u64, progress_path: &Path, stderr: &Path) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(ROLE_ENV, role)
         .env(ROOT_ENV, root)
         .env(GEN_ENV, generation.to_string())
@@ -217,7 +232,13 @@ struct Expected {
     latest: Option<u64>,
 }
 
-fn verify_after_kill(root: &Path, generation: u64, report: &Report, expected: &mut Expected, ctx: &str) {
+fn verify_after_kill(
+    root: &Path,
+    generation: u64,
+    report: &Report,
+    expected: &mut Expected,
+    ctx: &str,
+) {
     let ws = LocalWeightsStore::new(root);
     let ss = FileStatsStore::new(root);
 
@@ -225,14 +246,24 @@ fn verify_after_kill(root: &Path, generation: u64, report: &Report, expected: &m
     // at least every checkpoint whose store call completed.
     let latest = ws.latest_iteration(RUN).unwrap();
     let max_reported = report.weights.iter().max().copied();
-    assert!(latest >= max_reported, "{ctx}: latest {latest:?} < reported {max_reported:?}");
-    assert!(latest >= expected.latest, "{ctx}: latest went back from {:?} to {latest:?}", expected.latest);
+    assert!(
+        latest >= max_reported,
+        "{ctx}: latest {latest:?} < reported {max_reported:?}"
+    );
+    assert!(
+        latest >= expected.latest,
+        "{ctx}: latest went back from {:?} to {latest:?}",
+        expected.latest
+    );
     if let Some(l) = latest {
         ws.verify(RUN, l, Verify::Full).unwrap();
         let w = ws.retrieve_weights(RUN, l).unwrap();
         let wanted = checkpoint(l, 0);
         assert_eq!(w.model, wanted.model, "{ctx}: model of checkpoint {l}");
-        assert_eq!(w.optimizer, wanted.optimizer, "{ctx}: optimizer of checkpoint {l}");
+        assert_eq!(
+            w.optimizer, wanted.optimizer,
+            "{ctx}: optimizer of checkpoint {l}"
+        );
         let g = w.state.extra["generation"].as_u64().unwrap();
         assert!(g <= generation, "{ctx}");
     }
@@ -248,7 +279,10 @@ fn verify_after_kill(root: &Path, generation: u64, report: &Report, expected: &m
         // Killed before resuming: the child wrote nothing.
         None => assert!(
             disk.len() == expected.records.len()
-                && disk.iter().zip(&expected.records).all(|(a, b)| same_record(a, b)),
+                && disk
+                    .iter()
+                    .zip(&expected.records)
+                    .all(|(a, b)| same_record(a, b)),
             "{ctx}: stats changed although the child never resumed"
         ),
         Some(start) => {
@@ -290,7 +324,11 @@ fn verify_after_kill(root: &Path, generation: u64, report: &Report, expected: &m
     // Best record: at least as new as reported, pointing to a kept checkpoint.
     if let Some(b) = report.best {
         let rec = ws.retrieve_best(RUN, "val0", "dice").unwrap();
-        assert!(rec.iteration >= b, "{ctx}: best {} < reported {b}", rec.iteration);
+        assert!(
+            rec.iteration >= b,
+            "{ctx}: best {} < reported {b}",
+            rec.iteration
+        );
         ws.retrieve_weights(RUN, rec.iteration).unwrap();
     }
 }
@@ -363,7 +401,10 @@ fn sigkill_at_random_moments_loses_nothing_completed() {
     let next = latest + INTERVAL;
     ws.store_weights(RUN, next, &checkpoint(next, 0)).unwrap();
     assert_eq!(ws.latest_iteration(RUN).unwrap(), Some(next));
-    assert_eq!(ss.retrieve_training_stats(RUN).unwrap().trained_until(), next);
+    assert_eq!(
+        ss.retrieve_training_stats(RUN).unwrap().trained_until(),
+        next
+    );
     eprintln!(
         "crash test: {trials} kills in {:.1} s, checkpoints reached: {checkpoints_seen:?}",
         started.elapsed().as_secs_f64()
@@ -391,7 +432,13 @@ fn second_writer_is_refused_while_the_first_holds_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("runs");
     let hold_progress = dir.path().join("hold");
-    let mut holder = spawn("hold", &root, 0, &hold_progress, &dir.path().join("hold-err"));
+    let mut holder = spawn(
+        "hold",
+        &root,
+        0,
+        &hold_progress,
+        &dir.path().join("hold-err"),
+    );
     let line = wait_for_line(&hold_progress, "LOCKED ", &mut holder);
     let pid = line.trim_start_matches("LOCKED ").trim().to_owned();
     assert_eq!(pid, holder.id().to_string());
@@ -406,11 +453,20 @@ fn second_writer_is_refused_while_the_first_holds_the_lock() {
     }
     // In a second writer process: it exits at once naming the holder.
     let w_progress = dir.path().join("writer");
-    let mut writer = spawn("writer", &root, 1, &w_progress, &dir.path().join("writer-err"));
+    let mut writer = spawn(
+        "writer",
+        &root,
+        1,
+        &w_progress,
+        &dir.path().join("writer-err"),
+    );
     let status = writer.wait().unwrap();
     assert_eq!(status.code(), Some(3));
     let text = fs::read_to_string(&w_progress).unwrap();
-    assert!(text.starts_with("LOCKED-OUT") && text.contains(&format!("pid {pid}")), "{text}");
+    assert!(
+        text.starts_with("LOCKED-OUT") && text.contains(&format!("pid {pid}")),
+        "{text}"
+    );
     // Killing the holder releases the lock: the OS lock does not outlive its process.
     holder.kill().unwrap();
     holder.wait().unwrap();

@@ -9,8 +9,7 @@ use std::io::Write;
 
 use common::{iter_scores, meta, rec, same_stats, stats};
 use dacapo_core::{
-    CoreError, TrainingIterationStats, TrainingStats, ValidationIterationScores,
-    ValidationScores,
+    CoreError, TrainingIterationStats, TrainingStats, ValidationIterationScores, ValidationScores,
 };
 use dacapo_store::{FileStatsStore, StatsStore, StoreError};
 use proptest::prelude::*;
@@ -72,7 +71,10 @@ fn diverged_or_shorter_local_stats_take_priority() {
     let mut st = s.retrieve_training_stats("r").unwrap();
     st.delete_after(40);
     s.store_training_stats("r", &st).unwrap();
-    assert!(same_stats(&s.retrieve_training_stats("r").unwrap(), &stats(0..40, 0)));
+    assert!(same_stats(
+        &s.retrieve_training_stats("r").unwrap(),
+        &stats(0..40, 0)
+    ));
     for i in 40..60 {
         st.add_iteration_stats(rec(i, 1)).unwrap();
     }
@@ -88,7 +90,10 @@ fn diverged_or_shorter_local_stats_take_priority() {
     }
     let s2 = FileStatsStore::new(dir.path());
     s2.store_training_stats("r", &other).unwrap();
-    assert!(same_stats(&s2.retrieve_training_stats("r").unwrap(), &other));
+    assert!(same_stats(
+        &s2.retrieve_training_stats("r").unwrap(),
+        &other
+    ));
     // Stats starting elsewhere (after delete_training_stats on another store) replace all.
     let late = stats(500..505, 3);
     s.store_training_stats("r", &late).unwrap();
@@ -110,15 +115,24 @@ fn torn_last_line_is_ignored_then_cut_off() {
         .unwrap()
         .write_all(b"{\"iteration\":5,\"lo")
         .unwrap();
-    assert!(same_stats(&s.retrieve_training_stats("r").unwrap(), &stats(0..5, 0)));
+    assert!(same_stats(
+        &s.retrieve_training_stats("r").unwrap(),
+        &stats(0..5, 0)
+    ));
     // A new writer (after a crash) cuts the torn line and continues.
     let s2 = FileStatsStore::new(dir.path());
     s2.store_training_stats("r", &stats(0..7, 0)).unwrap();
-    assert!(same_stats(&s2.retrieve_training_stats("r").unwrap(), &stats(0..7, 0)));
+    assert!(same_stats(
+        &s2.retrieve_training_stats("r").unwrap(),
+        &stats(0..7, 0)
+    ));
     assert_eq!(lines(&path).len(), 7);
     // The first writer notices the file changed under it and re-reads it.
     s.store_training_stats("r", &stats(0..8, 0)).unwrap();
-    assert!(same_stats(&s.retrieve_training_stats("r").unwrap(), &stats(0..8, 0)));
+    assert!(same_stats(
+        &s.retrieve_training_stats("r").unwrap(),
+        &stats(0..8, 0)
+    ));
 }
 
 #[test]
@@ -138,7 +152,10 @@ fn bad_line_in_the_middle_is_a_corruption_error() {
     ] {
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         let msg = err.to_string();
-        assert!(msg.contains("stats.jsonl") && msg.contains("line 3"), "{msg}");
+        assert!(
+            msg.contains("stats.jsonl") && msg.contains("line 3"),
+            "{msg}"
+        );
     }
     // Out-of-order records are corruption too.
     let mut l = lines(&path);
@@ -159,7 +176,10 @@ fn delete_training_stats() {
     assert!(!s.training_stats_path("r").unwrap().exists());
     // Storing again after the delete starts a fresh file.
     s.store_training_stats("r", &stats(3..6, 0)).unwrap();
-    assert!(same_stats(&s.retrieve_training_stats("r").unwrap(), &stats(3..6, 0)));
+    assert!(same_stats(
+        &s.retrieve_training_stats("r").unwrap(),
+        &stats(3..6, 0)
+    ));
     s.sync("r").unwrap();
 }
 
@@ -167,8 +187,11 @@ fn sample_scores() -> ValidationScores {
     let mut v = ValidationScores::new(meta());
     v.add_iteration_scores(iter_scores(100, [[0.5, 2.0], [0.6, f64::NAN]]))
         .unwrap();
-    v.add_iteration_scores(iter_scores(200, [[f64::INFINITY, f64::NEG_INFINITY], [-0.0, 1e-300]]))
-        .unwrap();
+    v.add_iteration_scores(iter_scores(
+        200,
+        [[f64::INFINITY, f64::NEG_INFINITY], [-0.0, 1e-300]],
+    ))
+    .unwrap();
     v
 }
 
@@ -182,7 +205,12 @@ fn validation_scores_round_trip_with_nan_and_meta() {
     s.store_validation_iteration_scores("r", &v).unwrap();
     let back = s.retrieve_validation_iteration_scores("r").unwrap();
     assert_eq!(back, v);
-    assert!(back.scores()[0].get("val0", "threshold=0.50", "voi").unwrap().is_nan());
+    assert!(
+        back.scores()[0]
+            .get("val0", "threshold=0.50", "voi")
+            .unwrap()
+            .is_nan()
+    );
     let vdir = s.validation_scores_dir("r").unwrap();
     assert_eq!(vdir, dir.path().join("stats/validation_scores/r"));
     assert_eq!(lines(&vdir.join("scores.jsonl")).len(), 2);
@@ -193,7 +221,10 @@ fn validation_scores_round_trip_with_nan_and_meta() {
         .add_iteration_scores(iter_scores(150, [[0.7, 1.0], [0.8, 0.5]]))
         .unwrap();
     s.store_validation_iteration_scores("r", &resumed).unwrap();
-    assert_eq!(s.retrieve_validation_iteration_scores("r").unwrap(), resumed);
+    assert_eq!(
+        s.retrieve_validation_iteration_scores("r").unwrap(),
+        resumed
+    );
     // A metadata change rewrites everything under the new metadata.
     let mut m = meta();
     m.datasets.push("val1".into());
@@ -202,7 +233,10 @@ fn validation_scores_round_trip_with_nan_and_meta() {
         .add_iteration_scores(iter_scores(100, [[0.1, 0.2], [0.3, 0.4]]))
         .unwrap();
     s.store_validation_iteration_scores("r", &changed).unwrap();
-    assert_eq!(s.retrieve_validation_iteration_scores("r").unwrap(), changed);
+    assert_eq!(
+        s.retrieve_validation_iteration_scores("r").unwrap(),
+        changed
+    );
     // Scores without metadata cannot be read.
     fs::remove_file(vdir.join("meta.json")).unwrap();
     let err = s.retrieve_validation_iteration_scores("r").unwrap_err();
@@ -216,11 +250,14 @@ fn validation_scores_inserted_in_the_middle_are_stored() {
     let s = FileStatsStore::new(dir.path());
     let mut v = ValidationScores::new(meta());
     for it in [100, 300] {
-        v.add_iteration_scores(iter_scores(it, [[0.5; 2]; 2])).unwrap();
+        v.add_iteration_scores(iter_scores(it, [[0.5; 2]; 2]))
+            .unwrap();
     }
     s.store_validation_iteration_scores("r", &v).unwrap();
-    v.add_iteration_scores(iter_scores(200, [[0.7; 2]; 2])).unwrap();
-    v.add_iteration_scores(iter_scores(400, [[0.9; 2]; 2])).unwrap();
+    v.add_iteration_scores(iter_scores(200, [[0.7; 2]; 2]))
+        .unwrap();
+    v.add_iteration_scores(iter_scores(400, [[0.9; 2]; 2]))
+        .unwrap();
     s.store_validation_iteration_scores("r", &v).unwrap();
     assert_eq!(s.retrieve_validation_iteration_scores("r").unwrap(), v);
 }
@@ -229,7 +266,8 @@ fn validation_scores_inserted_in_the_middle_are_stored() {
 fn corrupt_validation_files() {
     let dir = tempfile::tempdir().unwrap();
     let s = FileStatsStore::new(dir.path());
-    s.store_validation_iteration_scores("r", &sample_scores()).unwrap();
+    s.store_validation_iteration_scores("r", &sample_scores())
+        .unwrap();
     let vdir = s.validation_scores_dir("r").unwrap();
     fs::write(vdir.join("meta.json"), b"{\"parameters\": [").unwrap();
     let err = s.retrieve_validation_iteration_scores("r").unwrap_err();
@@ -237,7 +275,8 @@ fn corrupt_validation_files() {
     assert!(err.to_string().contains("meta.json"), "{err}");
     // A score naming a dataset the metadata lacks.
     let s2 = FileStatsStore::new(dir.path());
-    s2.store_validation_iteration_scores("r", &sample_scores()).unwrap();
+    s2.store_validation_iteration_scores("r", &sample_scores())
+        .unwrap();
     let mut bad = iter_scores(300, [[0.0; 2]; 2]);
     let table = bad.scores.remove("val0").unwrap();
     bad.scores.insert("nope".into(), table);
@@ -247,7 +286,10 @@ fn corrupt_validation_files() {
         .unwrap();
     writeln!(f, "{}", serde_json::to_string(&bad).unwrap()).unwrap();
     let err = s.retrieve_validation_iteration_scores("r").unwrap_err();
-    assert!(err.to_string().contains("scores.jsonl") && err.to_string().contains("record 3"), "{err}");
+    assert!(
+        err.to_string().contains("scores.jsonl") && err.to_string().contains("record 3"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -260,8 +302,12 @@ fn invalid_run_names_are_rejected() {
         };
         assert!(is_name_err(s.store_training_stats(bad, &stats(0..1, 0))));
         assert!(is_name_err(s.retrieve_training_stats(bad).map(|_| ())));
-        assert!(is_name_err(s.store_validation_iteration_scores(bad, &sample_scores())));
-        assert!(is_name_err(s.retrieve_validation_iteration_scores(bad).map(|_| ())));
+        assert!(is_name_err(
+            s.store_validation_iteration_scores(bad, &sample_scores())
+        ));
+        assert!(is_name_err(
+            s.retrieve_validation_iteration_scores(bad).map(|_| ())
+        ));
         assert!(is_name_err(s.delete_training_stats(bad)));
         assert!(is_name_err(s.sync(bad)));
     }

@@ -9,9 +9,7 @@ use std::path::Path;
 
 use common::{weights, weights_sized};
 use dacapo_core::{CoreError, DType, NamedTensor, TensorMap};
-use dacapo_store::{
-    BestRecord, LocalWeightsStore, RunLock, StoreError, Verify, WeightsStore,
-};
+use dacapo_store::{BestRecord, LocalWeightsStore, RunLock, StoreError, Verify, WeightsStore};
 
 fn store(dir: &Path) -> LocalWeightsStore {
     LocalWeightsStore::new(dir)
@@ -98,7 +96,11 @@ fn safetensors_files_are_standard() {
         assert_eq!(n % 8, 0);
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
         assert_eq!(
-            meta.metadata().as_ref().unwrap().get("format").map(String::as_str),
+            meta.metadata()
+                .as_ref()
+                .unwrap()
+                .get("format")
+                .map(String::as_str),
             Some("pt")
         );
     }
@@ -121,8 +123,14 @@ fn missing_run_and_iteration() {
     assert_eq!(s.iterations("nope").unwrap(), Vec::<u64>::new());
     let err = s.retrieve_weights("nope", 5).unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
-    assert!(err.to_string().contains("checkpoint 5 of run `nope`"), "{err}");
-    assert!(matches!(s.remove("nope", 5), Err(StoreError::NotFound { .. })));
+    assert!(
+        err.to_string().contains("checkpoint 5 of run `nope`"),
+        "{err}"
+    );
+    assert!(matches!(
+        s.remove("nope", 5),
+        Err(StoreError::NotFound { .. })
+    ));
     assert!(matches!(
         s.retrieve_best("nope", "val0", "dice"),
         Err(StoreError::NotFound { .. })
@@ -131,8 +139,14 @@ fn missing_run_and_iteration() {
 
     s.store_weights("r", 10, &weights(10)).unwrap();
     let err = s.retrieve_weights("r", 20).unwrap_err();
-    assert!(err.to_string().contains("checkpoint 20 of run `r`"), "{err}");
-    assert!(matches!(s.remove("r", 20), Err(StoreError::NotFound { .. })));
+    assert!(
+        err.to_string().contains("checkpoint 20 of run `r`"),
+        "{err}"
+    );
+    assert!(matches!(
+        s.remove("r", 20),
+        Err(StoreError::NotFound { .. })
+    ));
 }
 
 #[test]
@@ -146,7 +160,10 @@ fn duplicate_iteration_is_idempotent_or_an_error() {
     let mut other = weights(10);
     other.state.seed = 7;
     let err = s.store_weights("r", 10, &other).unwrap_err();
-    assert!(matches!(err, StoreError::Exists { iteration: 10, .. }), "{err}");
+    assert!(
+        matches!(err, StoreError::Exists { iteration: 10, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("already exists"), "{err}");
     assert_eq!(s.retrieve_weights("r", 10).unwrap(), weights(10));
     // A fresh store instance (another process) sees the same.
@@ -202,13 +219,28 @@ fn invalid_names_are_rejected_before_touching_the_disk() {
         };
         assert!(is_name_err(s.store_weights(bad, 1, &weights(1))), "{bad:?}");
         assert!(is_name_err(s.latest_iteration(bad).map(|_| ())), "{bad:?}");
-        assert!(is_name_err(s.retrieve_weights(bad, 1).map(|_| ())), "{bad:?}");
+        assert!(
+            is_name_err(s.retrieve_weights(bad, 1).map(|_| ())),
+            "{bad:?}"
+        );
         assert!(is_name_err(s.remove(bad, 1)), "{bad:?}");
         assert!(is_name_err(s.iterations(bad).map(|_| ())), "{bad:?}");
-        assert!(is_name_err(s.retrieve_best(bad, "d", "c").map(|_| ())), "{bad:?}");
-        assert!(is_name_err(s.retrieve_best("r", bad, "c").map(|_| ())), "{bad:?}");
-        assert!(is_name_err(s.retrieve_best("r", "d", bad).map(|_| ())), "{bad:?}");
-        assert!(is_name_err(RunLock::acquire(&root, bad).map(|_| ())), "{bad:?}");
+        assert!(
+            is_name_err(s.retrieve_best(bad, "d", "c").map(|_| ())),
+            "{bad:?}"
+        );
+        assert!(
+            is_name_err(s.retrieve_best("r", bad, "c").map(|_| ())),
+            "{bad:?}"
+        );
+        assert!(
+            is_name_err(s.retrieve_best("r", "d", bad).map(|_| ())),
+            "{bad:?}"
+        );
+        assert!(
+            is_name_err(RunLock::acquire(&root, bad).map(|_| ())),
+            "{bad:?}"
+        );
     }
     s.store_weights("r", 1, &weights(1)).unwrap();
     for bad in ["../x", "/abs", ".", ""] {
@@ -217,7 +249,9 @@ fn invalid_names_are_rejected_before_touching_the_disk() {
         let r = s.store_best("r", &best(1, "val0", bad, 0.5));
         assert!(matches!(r, Err(StoreError::Core(_))), "{bad:?}");
     }
-    let err = s.store_best("r", &best(1, "checkpoints", "dice", 0.5)).unwrap_err();
+    let err = s
+        .store_best("r", &best(1, "checkpoints", "dice", 0.5))
+        .unwrap_err();
     assert!(err.to_string().contains("reserved"), "{err}");
     // Nothing escaped the root.
     let outside: Vec<_> = fs::read_dir(dir.path())
@@ -229,7 +263,12 @@ fn invalid_names_are_rejected_before_touching_the_disk() {
 
 #[test]
 fn truncated_files_fall_back_to_previous_checkpoint() {
-    for file in ["model.safetensors", "optimizer.safetensors", "state.json", "MANIFEST.json"] {
+    for file in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+        "MANIFEST.json",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
         s.store_weights("r", 10, &weights(10)).unwrap();
@@ -264,7 +303,10 @@ fn bit_flips_are_detected() {
     assert_eq!(s.latest_iteration("r").unwrap(), Some(20));
     let err = s.retrieve_weights("r", 20).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("optimizer.safetensors") && msg.contains("crc32c"), "{msg}");
+    assert!(
+        msg.contains("optimizer.safetensors") && msg.contains("crc32c"),
+        "{msg}"
+    );
     assert_eq!(
         s.latest_iteration_verified("r", Verify::Full).unwrap(),
         Some(10)
@@ -378,14 +420,20 @@ fn remove_updates_latest() {
 fn best_records() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path());
-    let err = s.store_best("r", &best(10, "val0", "dice", 0.9)).unwrap_err();
+    let err = s
+        .store_best("r", &best(10, "val0", "dice", 0.9))
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("committed"), "{err}");
     s.store_weights("r", 10, &weights(10)).unwrap();
     s.store_weights("r", 20, &weights(20)).unwrap();
     s.store_best("r", &best(10, "val0", "dice", 0.9)).unwrap();
-    s.store_best("r", &best(20, "val0", "voi", f64::INFINITY)).unwrap();
-    assert_eq!(s.retrieve_best("r", "val0", "dice").unwrap(), best(10, "val0", "dice", 0.9));
+    s.store_best("r", &best(20, "val0", "voi", f64::INFINITY))
+        .unwrap();
+    assert_eq!(
+        s.retrieve_best("r", "val0", "dice").unwrap(),
+        best(10, "val0", "dice", 0.9)
+    );
     let voi = s.retrieve_best("r", "val0", "voi").unwrap();
     assert_eq!(voi.value, f64::INFINITY);
     // Overwrite.
@@ -430,11 +478,17 @@ fn lock_is_exclusive_and_released_on_drop() {
     let dir = tempfile::tempdir().unwrap();
     let lock = RunLock::acquire(dir.path(), "r").unwrap();
     let text = fs::read_to_string(lock.path()).unwrap();
-    assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())),
+        "{text}"
+    );
     let err = RunLock::acquire(dir.path(), "r").unwrap_err();
     match &err {
         StoreError::Locked { holder, .. } => {
-            assert!(holder.contains(&format!("pid {}", std::process::id())), "{holder}")
+            assert!(
+                holder.contains(&format!("pid {}", std::process::id())),
+                "{holder}"
+            )
         }
         other => panic!("expected Locked, got {other}"),
     }

@@ -87,7 +87,9 @@ pub fn same_stats(a: &TrainingStats, b: &TrainingStats) -> bool {
         && a.iteration_stats()
             .iter()
             .zip(b.iteration_stats())
-            .all(|(x, y)| x.iteration == y.iteration && same(x.loss, y.loss) && same(x.time, y.time))
+            .all(|(x, y)| {
+                x.iteration == y.iteration && same(x.loss, y.loss) && same(x.time, y.time)
+            })
 }
 
 /// Validation metadata: one dataset, two parameter sets, dice (higher) and voi (lower).
