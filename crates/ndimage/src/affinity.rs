@@ -4,14 +4,38 @@
 //! voxel `p` is the probability that `p` and `p + offsets[k]` belong to the same object (the
 //! gunpowder/DaCapo convention). Edges whose other end falls outside the array are ignored.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
+use rayon::slice::ParallelSliceMut;
 
 use crate::{NdimageError, UnionFind};
 
 /// Largest voxel count: voxel indices of the edge list are stored as `u32`.
 const MAX_VOXELS: usize = u32::MAX as usize;
+
+/// A fast non-cryptographic hasher for integer keys (the FxHash multiply-rotate step): the
+/// mutex sets hash millions of `u64` ids, where SipHash dominates the run time.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// A set of mutex ids.
+type FxSet = HashSet<u64, BuildHasherDefault<FxHasher>>;
 
 /// One graph edge between two voxels (flat raster indices) with its score.
 #[derive(Clone, Copy)]
@@ -88,14 +112,17 @@ fn edges(
 
 /// Turns union-find sets into labels `1..=count` in raster order of each set's first voxel.
 fn labels_from_sets(spatial: &[usize], uf: &mut UnionFind) -> (ArrayD<u64>, u64) {
-    let mut label_of_root: HashMap<usize, u64> = HashMap::new();
+    let mut label_of_root = vec![0u64; uf.len()];
+    let mut count = 0u64;
     let mut data = Vec::with_capacity(uf.len());
     for p in 0..uf.len() {
         let r = uf.find(p);
-        let next = label_of_root.len() as u64 + 1;
-        data.push(*label_of_root.entry(r).or_insert(next));
+        if label_of_root[r] == 0 {
+            count += 1;
+            label_of_root[r] = count;
+        }
+        data.push(label_of_root[r]);
     }
-    let count = label_of_root.len() as u64;
     let labels = ArrayD::from_shape_vec(IxDyn(spatial), data)
         .unwrap_or_else(|_| unreachable!("one label per voxel of the spatial shape"));
     (labels, count)
@@ -115,61 +142,71 @@ pub fn mutex_watershed(
     bias: f32,
 ) -> Result<(ArrayD<u64>, u64), NdimageError> {
     let (spatial, mut edges) = edges(&affinities, offsets, |a| a - bias)?;
-    // Strongest evidence first; ties broken by edge position so the result is deterministic.
-    edges.sort_by(|x, y| {
-        y.score
-            .abs()
-            .total_cmp(&x.score.abs())
-            .then(x.a.cmp(&y.a))
-            .then(x.b.cmp(&y.b))
-    });
+    // Strongest evidence first. The sort is stable, so ties keep the (deterministic) order in
+    // which edges were generated. For non-negative floats the bit pattern orders like the value.
+    edges.par_sort_by_key(|e| u32::MAX - e.score.abs().to_bits());
     let voxels: usize = spatial.iter().product();
     let mut uf = UnionFind::new(voxels);
-    // Mutex constraints held by each cluster root, as ids of the repulsive edges that made them.
-    let mut mutexes: HashMap<usize, HashSet<u64>> = HashMap::new();
+    // Mutex constraints held by each cluster root, as ids of the repulsive edges that made them:
+    // `slot[root]` indexes `sets` (NO_SET when the root has none).
+    const NO_SET: u32 = u32::MAX;
+    let mut slot = vec![NO_SET; voxels];
+    let mut sets: Vec<FxSet> = Vec::new();
+    let mut free: Vec<u32> = Vec::new();
     let mut next_mutex = 0u64;
     for e in edges {
-        if e.score == 0.0 {
+        if e.score == 0.0 || e.score.is_nan() {
             continue;
         }
         let (ra, rb) = (uf.find(e.a as usize), uf.find(e.b as usize));
         if ra == rb {
             continue;
         }
+        let (sa, sb) = (slot[ra], slot[rb]);
         if e.score > 0.0 {
-            let separated = match (mutexes.get(&ra), mutexes.get(&rb)) {
-                (Some(sa), Some(sb)) => {
-                    let (small, large) = if sa.len() <= sb.len() {
-                        (sa, sb)
-                    } else {
-                        (sb, sa)
-                    };
-                    small.iter().any(|m| large.contains(m))
+            if sa != NO_SET && sb != NO_SET {
+                let (small, large) = if sets[sa as usize].len() <= sets[sb as usize].len() {
+                    (&sets[sa as usize], &sets[sb as usize])
+                } else {
+                    (&sets[sb as usize], &sets[sa as usize])
+                };
+                if small.iter().any(|m| large.contains(m)) {
+                    continue;
                 }
-                _ => false,
-            };
-            if separated {
-                continue;
             }
             let root = uf.union(ra, rb);
             let other = if root == ra { rb } else { ra };
-            // Merge the smaller constraint set into the larger one, kept under the new root.
-            let from_other = mutexes.remove(&other).unwrap_or_default();
-            let mut at_root = mutexes.remove(&root).unwrap_or_default();
-            let merged = if at_root.len() >= from_other.len() {
-                at_root.extend(from_other);
-                at_root
-            } else {
-                let mut f = from_other;
-                f.extend(at_root);
-                f
+            // Keep the larger constraint set and move the smaller one into it.
+            let merged = match (slot[root], slot[other]) {
+                (NO_SET, s) | (s, NO_SET) => s,
+                (s_root, s_other) => {
+                    let (keep, drop) =
+                        if sets[s_root as usize].len() >= sets[s_other as usize].len() {
+                            (s_root, s_other)
+                        } else {
+                            (s_other, s_root)
+                        };
+                    let moved = std::mem::take(&mut sets[drop as usize]);
+                    sets[keep as usize].extend(moved);
+                    free.push(drop);
+                    keep
+                }
             };
-            if !merged.is_empty() {
-                mutexes.insert(root, merged);
-            }
+            slot[other] = NO_SET;
+            slot[root] = merged;
         } else {
-            mutexes.entry(ra).or_default().insert(next_mutex);
-            mutexes.entry(rb).or_default().insert(next_mutex);
+            for r in [ra, rb] {
+                if slot[r] == NO_SET {
+                    slot[r] = match free.pop() {
+                        Some(s) => s,
+                        None => {
+                            sets.push(FxSet::default());
+                            (sets.len() - 1) as u32
+                        }
+                    };
+                }
+                sets[slot[r] as usize].insert(next_mutex);
+            }
             next_mutex += 1;
         }
     }
@@ -284,6 +321,59 @@ mod tests {
         let (seg, n) = mutex_watershed(affs.view(), &[vec![-1]], 0.5).unwrap();
         assert_eq!(n, 2);
         assert_eq!(seg, ndarray::array![1u64, 2, 2].into_dyn());
+    }
+
+    /// Naive mutex watershed: explicit cluster ids and a list of mutex voxel pairs.
+    fn naive_mws(affs: &ArrayD<f32>, offsets: &[Vec<isize>], bias: f32) -> ArrayD<u64> {
+        let spatial = affs.shape()[1..].to_vec();
+        let (_, mut edges) = edges(&affs.view(), offsets, |a| a - bias).unwrap();
+        edges.sort_by(|x, y| y.score.abs().total_cmp(&x.score.abs()));
+        let n: usize = spatial.iter().product();
+        let mut cluster: Vec<usize> = (0..n).collect();
+        let mut mutex: Vec<(usize, usize)> = Vec::new();
+        for e in edges {
+            let (a, b) = (e.a as usize, e.b as usize);
+            let (ca, cb) = (cluster[a], cluster[b]);
+            if ca == cb {
+                continue;
+            }
+            if e.score > 0.0 {
+                let separated = mutex.iter().any(|&(u, v)| {
+                    (cluster[u] == ca && cluster[v] == cb) || (cluster[u] == cb && cluster[v] == ca)
+                });
+                if !separated {
+                    cluster
+                        .iter_mut()
+                        .filter(|c| **c == cb)
+                        .for_each(|c| *c = ca);
+                }
+            } else if e.score < 0.0 {
+                mutex.push((a, b));
+            }
+        }
+        let mut uf = UnionFind::new(n);
+        for p in 0..n {
+            uf.union(p, cluster[p]);
+        }
+        labels_from_sets(&spatial, &mut uf).0
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn matches_naive_mutex_watershed(
+            h in 1usize..6,
+            w in 1usize..6,
+            values in proptest::collection::vec(0.0f32..1.0, 4 * 36),
+            bias in 0.05f32..0.95,
+        ) {
+            let offsets = vec![vec![1, 0], vec![0, 1], vec![2, 0], vec![0, -2]];
+            let len = 4 * h * w;
+            let affs = ArrayD::from_shape_vec(IxDyn(&[4, h, w]), values[..len].to_vec()).unwrap();
+            let (fast, n) = mutex_watershed(affs.view(), &offsets, bias).unwrap();
+            let slow = naive_mws(&affs, &offsets, bias);
+            proptest::prop_assert_eq!(n, slow.iter().copied().max().unwrap_or(0));
+            proptest::prop_assert_eq!(fast, slow);
+        }
     }
 
     #[test]
