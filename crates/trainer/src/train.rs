@@ -1,0 +1,529 @@
+//! The training loop: config → stores → lock → resume → steps → checkpoints → validation.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dacapo_core::config::{ArchitectureConfig, Backend, RunConfig};
+use dacapo_core::{
+    TrainingIterationStats, ValidationIterationScores, ValidationMeta, ValidationScores,
+};
+use dacapo_data::{BatchSampler, DataSplit, OpenOptions, SamplerSpec};
+use dacapo_models::{Task, TrainStep, UNet, UNetConfig, adam_config};
+use dacapo_store::{
+    BestRecord, FileStatsStore, LocalWeightsStore, RunLock, StatsStore, TrainState, Weights,
+    WeightsStore,
+};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::backend;
+use crate::error::TrainerError;
+use crate::writer::StoreWriter;
+
+/// Name of the frozen config file in a run's directory.
+pub const FROZEN_CONFIG: &str = "run.toml";
+
+/// How often queued training stats are handed to the store writer.
+const STATS_FLUSH: Duration = Duration::from_secs(1);
+
+/// Evaluates checkpoints during training; the validator crate implements it.
+pub trait Validate {
+    /// Datasets, parameter sets and criteria this validator produces scores for.
+    fn meta(&self) -> ValidationMeta;
+
+    /// Scores of the model at checkpoint `iteration` on every validation dataset.
+    fn validate(
+        &mut self,
+        iteration: u64,
+        model: &UNet,
+        task: &Task,
+        progress: &MultiProgress,
+    ) -> Result<ValidationIterationScores, Box<dyn std::error::Error + Send + Sync>>;
+
+    /// Called with checkpoints that retention removed, so their outputs can go too.
+    fn removed(&mut self, _iterations: &[u64]) {}
+}
+
+/// A validator that records nothing (runs without validation datasets).
+pub struct NoValidation;
+
+impl Validate for NoValidation {
+    fn meta(&self) -> ValidationMeta {
+        ValidationMeta::default()
+    }
+
+    fn validate(
+        &mut self,
+        iteration: u64,
+        _model: &UNet,
+        _task: &Task,
+        _progress: &MultiProgress,
+    ) -> Result<ValidationIterationScores, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ValidationIterationScores {
+            iteration,
+            scores: Default::default(),
+        })
+    }
+}
+
+/// Options of one training invocation that are not part of the run config.
+#[derive(Clone)]
+pub struct TrainOptions {
+    /// Backend overriding `run.backend`.
+    pub backend: Option<Backend>,
+    /// Continue an existing run even if its frozen config differs.
+    pub force_config: bool,
+    /// Set (e.g. by a signal handler) to stop after the current step with a checkpoint.
+    pub stop: Arc<AtomicBool>,
+    /// Show progress bars on a terminal.
+    pub progress: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            backend: None,
+            force_config: false,
+            stop: Arc::new(AtomicBool::new(false)),
+            progress: true,
+        }
+    }
+}
+
+/// What a training invocation did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSummary {
+    /// Iteration training started from (the resumed checkpoint, or 0).
+    pub resumed_from: u64,
+    /// Iteration of the last committed checkpoint.
+    pub last_checkpoint: u64,
+    /// Whether training stopped on request before `train_until`.
+    pub stopped: bool,
+    /// Loss of the last step trained in this invocation.
+    pub last_loss: Option<f64>,
+}
+
+/// The stores of a run.
+#[derive(Clone)]
+pub struct Stores {
+    /// Root directory of the run directories (frozen config, lock).
+    pub root: PathBuf,
+    /// Checkpoints and best records.
+    pub weights: Arc<dyn WeightsStore>,
+    /// Training stats and validation scores.
+    pub stats: Arc<dyn StatsStore>,
+}
+
+impl Stores {
+    /// The local stores under `config.stores.root`.
+    pub fn local(config: &RunConfig) -> Self {
+        let root = config.stores.root.clone();
+        Self {
+            weights: Arc::new(LocalWeightsStore::new(root.clone())),
+            stats: Arc::new(FileStatsStore::new(root.clone())),
+            root,
+        }
+    }
+}
+
+/// The network config of a run, with the task's output channels.
+pub fn unet_config(config: &RunConfig, task: &Task) -> UNetConfig {
+    let ArchitectureConfig::Unet(u) = &config.architecture;
+    let mut c = UNetConfig::new(
+        u.dims,
+        u.fmaps,
+        u.fmap_inc_factor,
+        u.downsample_factors.clone(),
+    )
+    .with_out_channels(task.out_channels());
+    c.in_channels = u.in_channels;
+    c.kernel_size = u.kernel_size;
+    c.convs_per_level = u.convs_per_level;
+    c.padding = match u.padding {
+        dacapo_core::config::Padding::Valid => dacapo_models::Padding::Valid,
+        dacapo_core::config::Padding::Same => dacapo_models::Padding::Same,
+    };
+    c.upsample = match u.upsample {
+        dacapo_core::config::Upsample::Transposed => dacapo_models::Upsampling::Transposed,
+        dacapo_core::config::Upsample::Nearest => dacapo_models::Upsampling::Nearest,
+    };
+    c
+}
+
+/// Path of the frozen config of `run` under `root`.
+pub fn frozen_config_path(root: &Path, run: &str) -> PathBuf {
+    root.join(run).join(FROZEN_CONFIG)
+}
+
+/// Trains `config` to `run.train_until`, resuming from the latest checkpoint.
+pub fn train(
+    config: &RunConfig,
+    stores: &Stores,
+    options: &TrainOptions,
+    validator: &mut dyn Validate,
+) -> Result<TrainSummary, TrainerError> {
+    let run = config.run.name.as_str().to_owned();
+    let backend_kind = options.backend.unwrap_or(config.run.backend);
+    backend::set_cpu_threads(config.run.threads);
+    let device = backend::device(backend_kind)?;
+
+    let _lock = RunLock::acquire(&stores.root, &run)?;
+    freeze_config(config, &stores.root, options.force_config)?;
+    let config_hash = config.trajectory_hash();
+
+    let ArchitectureConfig::Unet(arch) = &config.architecture;
+    let task = Task::new(&config.task, arch.dims)?;
+    let net = unet_config(config, &task);
+    let input_shape = net.valid_input_shape(&arch.input_shape)?;
+    if input_shape != arch.input_shape {
+        tracing::warn!(
+            "architecture.input_shape {:?} is not valid for this network; using {:?}",
+            arch.input_shape,
+            input_shape
+        );
+    }
+    let output_shape = net.output_shape(&input_shape)?;
+    let split = DataSplit::open(&config.datasplit, arch.dims, &OpenOptions::default())?;
+    let spec = SamplerSpec::from_trainer(
+        &config.trainer,
+        config.run.seed,
+        input_shape.clone(),
+        output_shape.clone(),
+    );
+    let sampler = BatchSampler::new(split.train, spec)?;
+
+    let model = net.init(config.run.seed, &device)?;
+    let mut step = TrainStep::new(
+        model,
+        task.clone(),
+        &adam_config(config.trainer.weight_decay),
+        config.trainer.learning_rate,
+    );
+
+    // Resume from the newest committed checkpoint.
+    let resumed_from = match stores.weights.latest_iteration(&run)? {
+        Some(n) => {
+            let w = stores.weights.retrieve_weights(&run, n)?;
+            if w.state.config_hash != config_hash && !options.force_config {
+                return Err(TrainerError::Resume {
+                    run,
+                    iteration: n,
+                    reason: format!(
+                        "it was trained with config hash {} but the config now hashes to {}; \
+                         pass --force-config to continue anyway",
+                        w.state.config_hash, config_hash
+                    ),
+                });
+            }
+            step.load_tensors(&w.model, &w.optimizer)?;
+            tracing::info!("resuming run `{run}` from checkpoint {n}");
+            n
+        }
+        None => 0,
+    };
+    let mut stats = stores.stats.retrieve_training_stats(&run)?;
+    stats.delete_after(resumed_from);
+    if stats.trained_until() < resumed_from && !stats.is_empty()
+        || stats.is_empty() && resumed_from > 0
+    {
+        tracing::warn!(
+            "training stats of run `{run}` end at {} but checkpoint {resumed_from} is newer; \
+             the loss curve has a gap",
+            stats.trained_until()
+        );
+        stats = dacapo_core::TrainingStats::new();
+    }
+    let mut scores = stores.stats.retrieve_validation_iteration_scores(&run)?;
+    // Validations of checkpoints up to the resumed one stay (DESIGN: keep `<= N`).
+    scores.delete_after(resumed_from + 1);
+    let meta = validator.meta();
+    if scores.meta != meta {
+        let kept = scores.scores().to_vec();
+        scores = ValidationScores::new(meta);
+        for s in kept {
+            // Scores of an older validation setup are kept only if they still fit.
+            if let Err(e) = scores.add_iteration_scores(s) {
+                tracing::warn!("dropping stored validation scores that no longer fit: {e}");
+            }
+        }
+    }
+
+    let multi = MultiProgress::with_draw_target(if options.progress {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let bar = multi.add(ProgressBar::new(config.run.train_until));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} it  {msg}  {per_sec}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(run.clone());
+    bar.set_position(resumed_from);
+
+    let mut writer = StoreWriter::start(
+        run.clone(),
+        Arc::clone(&stores.weights),
+        Arc::clone(&stores.stats),
+        stats,
+    )?;
+    let mut ctx = Ctx {
+        run: &run,
+        config,
+        stores,
+        config_hash: &config_hash,
+        backend: backend_kind,
+        validator,
+        scores,
+        multi: &multi,
+    };
+
+    // A resumed checkpoint that was never validated (killed during validation) is now.
+    if resumed_from > 0 && ctx.scores.validated_until() <= resumed_from {
+        ctx.validate_and_record(resumed_from, &step, &mut writer)?;
+    }
+
+    let mut last_checkpoint = resumed_from;
+    let mut last_loss = None;
+    let mut pending: Vec<TrainingIterationStats> = Vec::new();
+    let mut last_flush = Instant::now();
+    let mut stopped = false;
+    let mut i = resumed_from;
+    while i < config.run.train_until {
+        if options.stop.load(Ordering::SeqCst) {
+            stopped = true;
+            break;
+        }
+        let t0 = Instant::now();
+        let batch = sampler.batch(i)?;
+        let (target, weight) =
+            task.targets(batch.labels.view(), batch.mask.as_ref().map(|m| m.view()))?;
+        let loss = match step.step(&batch.raw, &target, &weight) {
+            Ok(loss) => loss,
+            Err(dacapo_models::ModelError::NonFiniteLoss(loss)) => {
+                writer.stats(std::mem::take(&mut pending))?;
+                writer.finish()?;
+                return Err(TrainerError::NonFiniteLoss { iteration: i, loss });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        pending.push(TrainingIterationStats {
+            iteration: i,
+            loss,
+            time: t0.elapsed().as_secs_f64(),
+        });
+        last_loss = Some(loss);
+        i += 1;
+        bar.set_position(i);
+        bar.set_message(format!("loss {loss:.4e}"));
+        let at_checkpoint = i % config.run.validation_interval == 0 || i == config.run.train_until;
+        if at_checkpoint || last_flush.elapsed() >= STATS_FLUSH {
+            writer.stats(std::mem::take(&mut pending))?;
+            last_flush = Instant::now();
+        }
+        if at_checkpoint {
+            ctx.checkpoint(i, &step, &mut writer)?;
+            last_checkpoint = i;
+            ctx.validate_and_record(i, &step, &mut writer)?;
+        }
+    }
+    writer.stats(std::mem::take(&mut pending))?;
+    if stopped && i > last_checkpoint {
+        tracing::info!("stopping: writing checkpoint {i}");
+        ctx.checkpoint(i, &step, &mut writer)?;
+        writer.wait_checkpoint()?;
+        last_checkpoint = i;
+    }
+    writer.finish()?;
+    bar.finish_and_clear();
+    Ok(TrainSummary {
+        resumed_from,
+        last_checkpoint,
+        stopped,
+        last_loss,
+    })
+}
+
+struct Ctx<'a> {
+    run: &'a str,
+    config: &'a RunConfig,
+    stores: &'a Stores,
+    config_hash: &'a str,
+    backend: Backend,
+    validator: &'a mut dyn Validate,
+    scores: ValidationScores,
+    multi: &'a MultiProgress,
+}
+
+impl Ctx<'_> {
+    fn checkpoint(
+        &mut self,
+        iteration: u64,
+        step: &TrainStep,
+        writer: &mut StoreWriter,
+    ) -> Result<(), TrainerError> {
+        let (model, optimizer) = step.to_tensors()?;
+        let mut state = TrainState::new(
+            iteration,
+            self.config_hash,
+            self.backend.name(),
+            self.config.run.seed,
+        );
+        state.extra.insert(
+            "learning_rate".into(),
+            serde_json::json!(step.learning_rate()),
+        );
+        state.extra.insert(
+            "dacapo_version".into(),
+            serde_json::json!(env!("CARGO_PKG_VERSION")),
+        );
+        writer.checkpoint(
+            iteration,
+            Weights {
+                model,
+                optimizer,
+                state,
+            },
+        )
+    }
+
+    /// Validates checkpoint `iteration` (already queued or committed), then, once it is
+    /// committed, stores the scores, updates best records and applies retention.
+    fn validate_and_record(
+        &mut self,
+        iteration: u64,
+        step: &TrainStep,
+        writer: &mut StoreWriter,
+    ) -> Result<(), TrainerError> {
+        let has_validation = !self.validator.meta().datasets.is_empty();
+        let validated = if has_validation {
+            Some(
+                self.validator
+                    .validate(iteration, step.model(), step.task(), self.multi)
+                    .map_err(|e| TrainerError::Validation {
+                        iteration,
+                        message: e.to_string(),
+                    }),
+            )
+        } else {
+            None
+        };
+        // The checkpoint must be committed before best records may point at it, and before a
+        // validation failure stops the run.
+        writer.wait_checkpoint()?;
+        if let Some(validated) = validated {
+            let iteration_scores = validated?;
+            self.scores.delete_after(iteration);
+            self.scores.add_iteration_scores(iteration_scores)?;
+            self.stores
+                .stats
+                .store_validation_iteration_scores(self.run, &self.scores)?;
+            self.update_best()?;
+        }
+        let removed = self
+            .stores
+            .weights
+            .apply_retention(self.run, self.config.stores.keep_last)?;
+        if !removed.is_empty() {
+            tracing::debug!("retention removed checkpoints {removed:?}");
+            self.validator.removed(&removed);
+        }
+        Ok(())
+    }
+
+    fn update_best(&mut self) -> Result<(), TrainerError> {
+        for dataset in &self.scores.meta.datasets {
+            for criterion in &self.scores.meta.criteria {
+                let Some(best) = self.scores.best(dataset, &criterion.name) else {
+                    continue;
+                };
+                let record = BestRecord::from_best(&best, criterion.higher_is_better);
+                let current = self
+                    .stores
+                    .weights
+                    .retrieve_best(self.run, dataset, &criterion.name)
+                    .ok();
+                if current.as_ref() != Some(&record) {
+                    self.stores.weights.store_best(self.run, &record)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the frozen config of a new run, or checks an existing run's against `config`.
+fn freeze_config(config: &RunConfig, root: &Path, force: bool) -> Result<(), TrainerError> {
+    let run = config.run.name.as_str();
+    let path = frozen_config_path(root, run);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let frozen = RunConfig::from_toml(&text, &path)?;
+        if frozen.trajectory_hash() != config.trajectory_hash() {
+            if !force {
+                return Err(TrainerError::ConfigChanged {
+                    run: run.to_owned(),
+                    frozen: path,
+                    differences: differences(&frozen, config),
+                });
+            }
+            tracing::warn!(
+                "run `{run}`: continuing with a changed config (--force-config): {}",
+                differences(&frozen, config)
+            );
+        }
+        if frozen == *config {
+            return Ok(());
+        }
+    }
+    let dir = root.join(run);
+    std::fs::create_dir_all(&dir).map_err(|source| TrainerError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let tmp = dir.join(format!(".{FROZEN_CONFIG}.tmp"));
+    let io = |source| TrainerError::Io {
+        path: path.clone(),
+        source,
+    };
+    std::fs::write(&tmp, config.to_toml()).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(())
+}
+
+/// Dotted keys whose values differ between two configs.
+fn differences(a: &RunConfig, b: &RunConfig) -> String {
+    fn walk(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (toml::Value::Table(x), toml::Value::Table(y)) => {
+                let keys: std::collections::BTreeSet<_> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    match (x.get(k), y.get(k)) {
+                        (Some(va), Some(vb)) => walk(&p, va, vb, out),
+                        (va, vb) => out.push(format!(
+                            "{p}: {} -> {}",
+                            va.map_or("(unset)".into(), ToString::to_string),
+                            vb.map_or("(unset)".into(), ToString::to_string)
+                        )),
+                    }
+                }
+            }
+            _ if a != b => out.push(format!("{prefix}: {a} -> {b}")),
+            _ => {}
+        }
+    }
+    let (Ok(a), Ok(b)) = (toml::Value::try_from(a), toml::Value::try_from(b)) else {
+        return "(cannot compare)".into();
+    };
+    let mut out = Vec::new();
+    walk("", &a, &b, &mut out);
+    out.join("; ")
+}
