@@ -352,8 +352,8 @@ mod tests {
             }
         }
         let mut uf = UnionFind::new(n);
-        for p in 0..n {
-            uf.union(p, cluster[p]);
+        for (p, &c) in cluster.iter().enumerate() {
+            uf.union(p, c);
         }
         labels_from_sets(&spatial, &mut uf).0
     }
