@@ -558,3 +558,240 @@ fn affinity(
         None => w.fill(1.0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+    use ndarray::{ArrayD, IxDyn, array};
+
+    fn distance(scale_factor: f64) -> Task {
+        Task::new(
+            &TaskConfig::Distance {
+                scale_factor,
+                thresholds: vec![0.0],
+            },
+            2,
+        )
+        .unwrap()
+    }
+
+    fn close(a: &ArrayD<f32>, b: &[f32]) {
+        let a: Vec<f32> = a.iter().copied().collect();
+        assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn distance_targets_are_signed_and_split_touching_objects() {
+        // One row: background 0 0, object 1 1 touching object 2 2. Boundaries sit half-way
+        // between voxels, so every voxel next to one is 0.5 away and the ends 1.5.
+        let labels = ArrayD::from_shape_vec(IxDyn(&[1, 1, 6]), vec![0u64, 0, 1, 1, 2, 2]).unwrap();
+        let (t, w) = distance(1.0).targets(labels.view(), None).unwrap();
+        assert_eq!(t.shape(), &[1, 1, 1, 6]);
+        let d = [-1.5f32, -0.5, 0.5, 0.5, 0.5, 1.5];
+        close(&t, &d.map(f32::tanh));
+        // 4 foreground, 2 background voxels: 1 / (2 * 4/6) and 1 / (2 * 2/6).
+        close(&w, &[1.5, 1.5, 0.75, 0.75, 0.75, 0.75]);
+
+        let mask =
+            ArrayD::from_shape_vec(IxDyn(&[1, 1, 6]), vec![true, true, true, true, true, false])
+                .unwrap();
+        let (_, w) = distance(1.0)
+            .targets(labels.view(), Some(mask.view()))
+            .unwrap();
+        close(&w, &[1.25, 1.25, 1.0 / 1.2, 1.0 / 1.2, 1.0 / 1.2, 0.0]);
+    }
+
+    #[test]
+    fn distance_without_boundaries_saturates_at_half_the_shortest_side() {
+        let labels = ArrayD::from_elem(IxDyn(&[2, 2, 4]), 3u64);
+        let (t, _) = distance(2.0).targets(labels.view(), None).unwrap();
+        // min(2 * 1, 4 * 1) / 2 = 1, over scale 2.
+        close(&t, &[0.5f32.tanh(); 16]);
+        let labels = ArrayD::from_elem(IxDyn(&[1, 2, 4]), 0u64);
+        let (t, w) = distance(2.0)
+            .targets_with_sampling(labels.view(), None, &[4.0, 1.0])
+            .unwrap();
+        // min(2 * 4, 4 * 1) / 2 = 2, negative in background.
+        close(&t, &[(-1.0f32).tanh(); 8]);
+        // A single class everywhere is clipped to fraction 0.95.
+        close(&w, &[1.0 / 1.9; 8]);
+    }
+
+    #[test]
+    fn distance_uses_anisotropic_sampling() {
+        // A 3x1 column: object in the middle row; boundaries above and below it.
+        let labels = ArrayD::from_shape_vec(IxDyn(&[1, 3, 1]), vec![0u64, 5, 0]).unwrap();
+        let (t, _) = distance(1.0)
+            .targets_with_sampling(labels.view(), None, &[4.0, 1.0])
+            .unwrap();
+        close(&t, &[(-2.0f32).tanh(), 2.0f32.tanh(), (-2.0f32).tanh()]);
+    }
+
+    #[test]
+    fn affinities_follow_the_offset_convention_and_mask_the_border() {
+        let task = Task::new(
+            &TaskConfig::Affinities {
+                neighborhood: None,
+                loss: AffinityLoss::Bce,
+                biases: vec![0.5],
+            },
+            2,
+        )
+        .unwrap();
+        assert_eq!(task.out_channels(), 2);
+        let labels = array![[[1u64, 1, 0], [1, 2, 2]]].into_dyn();
+        let (t, w) = task.targets(labels.view(), None).unwrap();
+        // Channel 0 compares p with p + (1, 0); channel 1 with p + (0, 1).
+        close(&t, &[1., 0., 0., 0., 0., 0., 1., 0., 0., 0., 1., 0.]);
+        // Channel 0: 3 valid edges, 1 positive -> 1.5 / 0.75; channel 1: 2 of 4 -> 1.
+        close(&w, &[1.5, 0.75, 0.75, 0., 0., 0., 1., 1., 0., 1., 1., 0.]);
+
+        let task = Task::new(
+            &TaskConfig::Affinities {
+                neighborhood: Some(vec![vec![0, -1]]),
+                loss: AffinityLoss::Mse,
+                biases: vec![0.5],
+            },
+            2,
+        )
+        .unwrap();
+        let mask = array![[[true, true, true], [true, true, false]]].into_dyn();
+        let (t, w) = task.targets(labels.view(), Some(mask.view())).unwrap();
+        close(&t, &[0., 1., 0., 0., 0., 1.]);
+        // Valid: (0,1), (0,2), (1,1); (1,2) has its own voxel masked out. 1 positive of 3.
+        close(&w, &[0., 1.5, 0.75, 0., 0.75, 0.]);
+    }
+
+    #[test]
+    fn binary_and_one_hot_targets() {
+        let labels = array![[[0u64, 7], [2, 0]]].into_dyn();
+        let binary = Task::new(
+            &TaskConfig::Binary {
+                thresholds: vec![0.5],
+            },
+            2,
+        )
+        .unwrap();
+        let mask = array![[[true, false], [true, true]]].into_dyn();
+        let (t, w) = binary.targets(labels.view(), Some(mask.view())).unwrap();
+        close(&t, &[0., 1., 1., 0.]);
+        close(&w, &[1., 0., 1., 1.]);
+
+        let classes = vec!["bg".to_string(), "a".into(), "b".into()];
+        let one_hot = Task::new(&TaskConfig::OneHot { classes }, 2).unwrap();
+        let labels = array![[[0u64, 1], [2, 0]]].into_dyn();
+        let (t, w) = one_hot.targets(labels.view(), None).unwrap();
+        assert_eq!(t.shape(), &[1, 3, 2, 2]);
+        close(&t, &[1., 0., 0., 1., 0., 1., 0., 0., 0., 0., 1., 0.]);
+        close(&w, &[1.0; 12]);
+        let labels = array![[[0u64, 3]]].into_dyn();
+        assert!(one_hot.targets(labels.view(), None).is_err());
+    }
+
+    #[test]
+    fn shapes_and_configs_are_checked() {
+        let labels = ArrayD::<u64>::zeros(IxDyn(&[1, 4, 4, 4]));
+        assert!(distance(1.0).targets(labels.view(), None).is_err());
+        let labels = ArrayD::<u64>::zeros(IxDyn(&[1, 4, 4]));
+        let mask = ArrayD::from_elem(IxDyn(&[1, 4, 3]), true);
+        assert!(
+            distance(1.0)
+                .targets(labels.view(), Some(mask.view()))
+                .is_err()
+        );
+        let dup = TaskConfig::Binary {
+            thresholds: vec![0.5, 0.5001],
+        };
+        assert!(Task::new(&dup, 2).is_err());
+        let bad = TaskConfig::Affinities {
+            neighborhood: Some(vec![vec![0, 0]]),
+            loss: AffinityLoss::Bce,
+            biases: vec![0.5],
+        };
+        assert!(Task::new(&bad, 2).is_err());
+    }
+
+    fn t4(values: &[f32], shape: [usize; 4]) -> NdTensor {
+        NdTensor::D2(Tensor::from_data(
+            TensorData::new(values.to_vec(), shape),
+            &Device::flex(),
+        ))
+    }
+
+    fn scalar(t: Tensor<1>) -> f32 {
+        t.into_scalar::<f32>()
+    }
+
+    #[test]
+    fn losses_match_hand_computed_values() {
+        let s = [1, 1, 1, 2];
+        let mse = distance(1.0)
+            .loss(t4(&[1., 2.], s), t4(&[0., 0.], s), t4(&[1., 0.5], s))
+            .unwrap();
+        assert!((scalar(mse) - 1.5).abs() < 1e-6);
+
+        let binary = Task::new(
+            &TaskConfig::Binary {
+                thresholds: vec![0.5],
+            },
+            2,
+        )
+        .unwrap();
+        let bce = binary
+            .loss(t4(&[0., 2.], s), t4(&[1., 0.], s), t4(&[1., 2.], s))
+            .unwrap();
+        let expected = (2f32.ln() + 2.0 * (2.0 + (-2f32).exp().ln_1p())) / 2.0;
+        assert!((scalar(bce) - expected).abs() < 1e-5);
+
+        let classes = vec!["a".to_string(), "b".into()];
+        let one_hot = Task::new(&TaskConfig::OneHot { classes }, 2).unwrap();
+        let c = [1, 2, 1, 1];
+        let ce = one_hot
+            .loss(t4(&[0., 3f32.ln()], c), t4(&[0., 1.], c), t4(&[1., 1.], c))
+            .unwrap();
+        assert!((scalar(ce) + 0.75f32.ln()).abs() < 1e-6);
+
+        assert!(
+            distance(1.0)
+                .loss(t4(&[1., 2.], s), t4(&[0.], [1, 1, 1, 1]), t4(&[1., 2.], s))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn activations_and_parameter_space() {
+        let binary = Task::new(
+            &TaskConfig::Binary {
+                thresholds: vec![0.1, 127.0 / 255.0],
+            },
+            2,
+        )
+        .unwrap();
+        let p = binary
+            .activation(t4(&[0.0], [1, 1, 1, 1]))
+            .to_array()
+            .unwrap();
+        close(&p, &[0.5]);
+        let ids: Vec<String> = binary.parameter_space().into_iter().map(|p| p.id).collect();
+        assert_eq!(ids, ["threshold=0.100", "threshold=0.498"]);
+        let classes = vec!["a".to_string(), "b".into()];
+        let one_hot = Task::new(&TaskConfig::OneHot { classes }, 2).unwrap();
+        let p = one_hot
+            .activation(t4(&[0.0, 3f32.ln()], [1, 2, 1, 1]))
+            .to_array()
+            .unwrap();
+        close(&p, &[0.25, 0.75]);
+        assert_eq!(one_hot.post_processing(), PostProcessing::Argmax);
+        assert_eq!(
+            distance(1.0)
+                .activation(t4(&[-3.0], [1, 1, 1, 1]))
+                .to_array()
+                .unwrap()[[0, 0, 0, 0]],
+            -3.0
+        );
+    }
+}
