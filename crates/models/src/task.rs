@@ -461,8 +461,8 @@ fn signed_distance(labels: ArrayViewD<u64>, sampling: &[f64]) -> ArrayD<f64> {
     let doubled: Vec<usize> = shape.iter().map(|&s| (2 * s).saturating_sub(1)).collect();
     let mut boundary = ArrayD::<bool>::from_elem(IxDyn(&doubled), false);
     let mut any = false;
-    for d in 0..shape.len() {
-        if shape[d] < 2 {
+    for (d, &size) in shape.iter().enumerate() {
+        if size < 2 {
             continue;
         }
         let hi = labels.slice_each_axis(|ax| {

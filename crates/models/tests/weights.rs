@@ -270,3 +270,58 @@ fn three_d_training_step_runs_and_predicts() {
     let pred = ts.model().predict(&task, &raw).unwrap();
     assert_eq!(pred.shape(), &[1, 1, out[0], out[1], out[2]]);
 }
+
+/// Final weights after 3 steps of the given network, computed inside a rayon pool of `threads`.
+fn train_in_pool(cfg: &UNetConfig, near: &[usize], threads: usize) -> (Vec<u64>, TensorMap) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let task = Task::new(
+            &TaskConfig::Distance {
+                scale_factor: 5.0,
+                thresholds: vec![0.0],
+            },
+            cfg.dims,
+        )
+        .unwrap();
+        let input = cfg.valid_input_shape(near).unwrap();
+        let out = cfg.output_shape(&input).unwrap();
+        let mut ts = trainer(cfg, &task, 1);
+        let mut shape = vec![2, 1];
+        shape.extend(&input);
+        let raw = ArrayD::from_shape_fn(IxDyn(&shape), |ix| {
+            ((ix[2] * 7 + ix[3] * 3 + ix[0]) as f32 * 0.1).sin()
+        });
+        let mut shape = vec![2];
+        shape.extend(&out);
+        let labels =
+            ArrayD::from_shape_fn(IxDyn(&shape), |ix| ((ix[1] / 9 + ix[2] / 7) % 3) as u64);
+        let (t, w) = task.targets(labels.view(), None).unwrap();
+        let losses = (0..3)
+            .map(|_| ts.step(&raw, &t, &w).unwrap().to_bits())
+            .collect();
+        (losses, ts.to_tensors().unwrap().0)
+    })
+}
+
+#[test]
+fn training_does_not_depend_on_the_thread_count() {
+    let cases = [
+        (
+            UNetConfig::new(2, 8, 2, vec![vec![2, 2], vec![2, 2]]),
+            vec![76, 76],
+        ),
+        (
+            UNetConfig::new(3, 4, 2, vec![vec![2, 2, 2]]),
+            vec![30, 30, 30],
+        ),
+    ];
+    for (cfg, near) in cases {
+        let one = train_in_pool(&cfg, &near, 1);
+        let three = train_in_pool(&cfg, &near, 3);
+        assert_eq!(one.0, three.0, "losses of {cfg:?}");
+        assert_eq!(one.1, three.1, "weights of {cfg:?}");
+    }
+}
