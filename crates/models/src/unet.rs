@@ -116,6 +116,32 @@ impl UNetConfig {
         }
     }
 
+    /// The network of a run's `[architecture]` section, with the head width of `task`
+    /// (the section's `input_shape` is the trainer's business, not the network's).
+    pub fn from_core(arch: &dacapo_core::config::UNetConfig, out_channels: usize) -> Self {
+        use dacapo_core::config::{Padding as CorePadding, Upsample as CoreUpsample};
+        Self {
+            dims: arch.dims,
+            in_channels: arch.in_channels,
+            num_fmaps: arch.fmaps,
+            fmap_inc_factor: arch.fmap_inc_factor,
+            downsample_factors: arch.downsample_factors.clone(),
+            kernel_size: arch.kernel_size,
+            convs_per_level: arch.convs_per_level,
+            padding: match arch.padding {
+                CorePadding::Valid => Padding::Valid,
+                CorePadding::Same => Padding::Same,
+            },
+            upsample: match arch.upsample {
+                CoreUpsample::Transposed => Upsampling::Transposed,
+                CoreUpsample::Nearest => Upsampling::Nearest,
+            },
+            num_fmaps_out: None,
+            upsample_channel_contraction: None,
+            out_channels,
+        }
+    }
+
     /// The same config with `out_channels` replaced (the task decides the head width).
     pub fn with_out_channels(mut self, out_channels: usize) -> Self {
         self.out_channels = out_channels;
@@ -859,5 +885,10 @@ mod tests {
             "downsample_factors": [[2, 2], [2, 2]]}"#;
         let parsed: UNetConfig = serde_json::from_str(toml_like).unwrap();
         assert_eq!(parsed, workload_2d());
+        let core: dacapo_core::config::UNetConfig = serde_json::from_str(
+            r#"{"dims": 2, "downsample_factors": [[2, 2], [2, 2]], "input_shape": [256, 256]}"#,
+        )
+        .unwrap();
+        assert_eq!(UNetConfig::from_core(&core, 1), workload_2d());
     }
 }
