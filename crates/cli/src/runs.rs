@@ -1,0 +1,894 @@
+//! `dacapo runs ls|show|rm`: inspect and remove the runs under a store root.
+//!
+//! Everything is read through the stores (`LocalWeightsStore`, `FileStatsStore`, `RunLock`);
+//! the only file read directly is the frozen `run.toml`. The helpers that find runs and their
+//! best records are shared with `dacapo plot`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Subcommand;
+use dacapo_core::{
+    RunConfig, TrainingStats, ValidationIterationScores, ValidationScores, validate_name,
+};
+use dacapo_store::{
+    BestRecord, FileStatsStore, LocalWeightsStore, RunLock, StatsStore, StoreError, WeightsStore,
+};
+use serde::Serialize;
+
+use crate::RootArg;
+
+/// Name of the frozen config in a run directory.
+const CONFIG_FILE: &str = "run.toml";
+/// Directory of the stats store under the root: never a run.
+const STATS_DIR: &str = "stats";
+
+/// `dacapo runs` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum RunsCommand {
+    /// List the runs under the root: progress, last loss, best scores and status.
+    Ls {
+        #[command(flatten)]
+        root: RootArg,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run: config, checkpoints, best records and its last validation.
+    Show {
+        /// The run.
+        name: String,
+        #[command(flatten)]
+        root: RootArg,
+        /// Print a JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a run: checkpoints, best records, config, training stats and validation scores.
+    Rm {
+        /// The run.
+        name: String,
+        /// Keep the checkpoints that best records point to, the best records, the config and
+        /// the validation scores; remove the other checkpoints and the training stats.
+        #[arg(long)]
+        keep_best: bool,
+        /// Do not ask for confirmation (needed when stdin is not a terminal).
+        #[arg(short, long)]
+        yes: bool,
+        #[command(flatten)]
+        root: RootArg,
+    },
+}
+
+/// Runs one `dacapo runs` subcommand.
+pub fn run(cmd: RunsCommand) -> Result<()> {
+    match cmd {
+        RunsCommand::Ls { root, json } => ls(&root.root, json),
+        RunsCommand::Show { name, root, json } => show(&root.root, &name, json),
+        RunsCommand::Rm {
+            name,
+            keep_best,
+            yes,
+            root,
+        } => rm(&root.root, &name, keep_best, yes),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared with `plot`.
+
+/// The stores of one root.
+pub(crate) struct Stores {
+    /// The store root.
+    pub root: PathBuf,
+    /// Checkpoints and best records.
+    pub weights: LocalWeightsStore,
+    /// Training stats and validation scores.
+    pub stats: FileStatsStore,
+}
+
+impl Stores {
+    /// The stores under `root`.
+    pub fn open(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            weights: LocalWeightsStore::new(root),
+            stats: FileStatsStore::new(root),
+        }
+    }
+}
+
+/// Whether `dir` (an entry of the root) is a run: it has a frozen config or checkpoints.
+fn is_run_dir(dir: &Path) -> bool {
+    dir.join(CONFIG_FILE).is_file() || dir.join("checkpoints").is_dir()
+}
+
+/// The names of the runs under `root`, sorted; empty if `root` does not exist.
+pub(crate) fn list_run_names(root: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot list the runs in {}", root.display()));
+        }
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list the runs in {}", root.display()))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name == STATS_DIR || validate_name("run", &name).is_err() {
+            continue;
+        }
+        if is_run_dir(&entry.path()) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Checks that `name` is a run under `root`; the error lists the runs that exist.
+pub(crate) fn require_run(root: &Path, name: &str) -> Result<()> {
+    validate_name("run", name).map_err(|e| anyhow!("{e}"))?;
+    if name != STATS_DIR && is_run_dir(&root.join(name)) {
+        return Ok(());
+    }
+    let names = list_run_names(root)?;
+    let known = if names.is_empty() {
+        format!("there are no runs under {}", root.display())
+    } else {
+        format!("runs under {}: {}", root.display(), names.join(", "))
+    };
+    bail!(
+        "no run `{name}` under {} ({known}); list them with `dacapo runs ls --root {}`, or pass \
+         the right --root (or DACAPO_ROOT)",
+        root.display(),
+        root.display()
+    )
+}
+
+/// The frozen config of a run: its path, its text, and the parsed config (or why not).
+pub(crate) struct FrozenConfig {
+    /// `<root>/<run>/run.toml`.
+    pub path: PathBuf,
+    /// The file's text; `None` if the run has no frozen config.
+    pub text: Option<String>,
+    /// The parsed config.
+    pub config: Option<RunConfig>,
+    /// Why the file could not be read or parsed.
+    pub problem: Option<String>,
+}
+
+/// Reads the frozen `run.toml` of `name`; a missing or bad file is reported, not an error.
+pub(crate) fn read_config(root: &Path, name: &str) -> FrozenConfig {
+    let path = root.join(name).join(CONFIG_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return FrozenConfig {
+                path,
+                text: None,
+                config: None,
+                problem: None,
+            };
+        }
+        Err(e) => {
+            let problem = Some(format!("cannot read {}: {e}", path.display()));
+            return FrozenConfig {
+                path,
+                text: None,
+                config: None,
+                problem,
+            };
+        }
+    };
+    let (config, problem) = match RunConfig::from_toml(&text, &path) {
+        Ok(c) => (Some(c), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    FrozenConfig {
+        path,
+        text: Some(text),
+        config,
+        problem,
+    }
+}
+
+/// The stored best records of a run, ordered by dataset then criterion (metadata order).
+///
+/// Datasets come from the validation metadata and the config, criteria from the metadata;
+/// pairs without a record are skipped.
+pub(crate) fn best_records(
+    stores: &Stores,
+    name: &str,
+    config: Option<&RunConfig>,
+    scores: &ValidationScores,
+) -> Result<Vec<BestRecord>> {
+    let mut datasets: Vec<String> = scores.meta.datasets.clone();
+    for d in config
+        .map(|c| c.datasplit.validate.as_slice())
+        .unwrap_or_default()
+    {
+        let n = d.display_name();
+        if !datasets.contains(&n) {
+            datasets.push(n);
+        }
+    }
+    let mut out = Vec::new();
+    for dataset in &datasets {
+        for criterion in &scores.meta.criteria {
+            match stores.weights.retrieve_best(name, dataset, &criterion.name) {
+                Ok(r) => out.push(r),
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "cannot read the best record of run `{name}` for {dataset}/{}",
+                            criterion.name
+                        )
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the training stats of a run, with context.
+pub(crate) fn training_stats(stores: &Stores, name: &str) -> Result<TrainingStats> {
+    stores
+        .stats
+        .retrieve_training_stats(name)
+        .with_context(|| format!("cannot read the training stats of run `{name}`"))
+}
+
+/// Reads the validation scores of a run, with context.
+pub(crate) fn validation_scores(stores: &Stores, name: &str) -> Result<ValidationScores> {
+    stores
+        .stats
+        .retrieve_validation_iteration_scores(name)
+        .with_context(|| format!("cannot read the validation scores of run `{name}`"))
+}
+
+/// Writes `text` to stdout; a closed pipe (`dacapo runs ls | head`) is not an error.
+pub(crate) fn emit(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A number in a few significant digits, scientific when very large or small.
+pub(crate) fn fmt_num(v: f64) -> String {
+    if v.is_nan() {
+        return "nan".to_owned();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf" } else { "-inf" }.to_owned();
+    }
+    if v == 0.0 {
+        return "0".to_owned();
+    }
+    let a = v.abs();
+    if (1e-3..1e5).contains(&a) {
+        let decimals = (3 - a.log10().floor() as i32).max(0) as usize;
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
+/// [`fmt_num`] without trailing zeros, for axis ticks.
+pub(crate) fn fmt_tick(v: f64) -> String {
+    let s = fmt_num(v);
+    if s.contains('.') && !s.contains('e') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ls / show
+
+/// Whether a run is being trained, is done, or stopped before `train_until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    /// A trainer holds the run lock.
+    Running,
+    /// The latest checkpoint reached `train_until`.
+    Finished,
+    /// Neither.
+    Stopped,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Finished => "finished",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+/// What `runs ls` shows of one run (also its `--json` form).
+#[derive(Debug, Serialize)]
+struct RunSummary {
+    name: String,
+    task: Option<String>,
+    train_until: Option<u64>,
+    trained_until: u64,
+    latest_checkpoint: Option<u64>,
+    last_loss: Option<f64>,
+    best: Vec<BestRecord>,
+    status: Status,
+    holder: Option<String>,
+    problems: Vec<String>,
+}
+
+/// Everything `runs show` prints of one run.
+#[derive(Debug, Serialize)]
+struct RunDetails {
+    #[serde(flatten)]
+    summary: RunSummary,
+    config_path: PathBuf,
+    config: Option<RunConfig>,
+    checkpoints: Vec<u64>,
+    last_validation: Option<ValidationIterationScores>,
+    #[serde(skip)]
+    config_text: Option<String>,
+    #[serde(skip)]
+    criteria: Vec<String>,
+}
+
+fn gather(stores: &Stores, name: &str) -> RunDetails {
+    let mut problems = Vec::new();
+    let frozen = read_config(&stores.root, name);
+    problems.extend(frozen.problem.clone());
+    let mut note = |r: Result<(), anyhow::Error>| {
+        if let Err(e) = r {
+            problems.push(format!("{e:#}"));
+        }
+    };
+
+    let mut stats = TrainingStats::new();
+    note(training_stats(stores, name).map(|s| stats = s));
+    let mut scores = ValidationScores::default();
+    note(validation_scores(stores, name).map(|s| scores = s));
+    let mut checkpoints = Vec::new();
+    note(
+        stores
+            .weights
+            .iterations(name)
+            .map(|c| checkpoints = c)
+            .with_context(|| format!("cannot list the checkpoints of run `{name}`")),
+    );
+    let mut latest = None;
+    note(
+        stores
+            .weights
+            .latest_iteration(name)
+            .map(|l| latest = l)
+            .with_context(|| format!("cannot find the latest checkpoint of run `{name}`")),
+    );
+    let mut best = Vec::new();
+    note(best_records(stores, name, frozen.config.as_ref(), &scores).map(|b| best = b));
+    let mut holder = None;
+    note(
+        RunLock::holder(&stores.root, name)
+            .map(|h| holder = h)
+            .with_context(|| format!("cannot probe the lock of run `{name}`")),
+    );
+
+    let train_until = frozen.config.as_ref().map(|c| c.run.train_until);
+    let status = if holder.is_some() {
+        Status::Running
+    } else if latest.zip(train_until).is_some_and(|(l, t)| l >= t) {
+        Status::Finished
+    } else {
+        Status::Stopped
+    };
+    RunDetails {
+        summary: RunSummary {
+            name: name.to_owned(),
+            task: frozen.config.as_ref().map(|c| c.task.kind().to_owned()),
+            train_until,
+            trained_until: stats.trained_until(),
+            latest_checkpoint: latest,
+            last_loss: stats.iteration_stats().last().map(|s| s.loss),
+            best,
+            status,
+            holder,
+            problems,
+        },
+        config_path: frozen.path,
+        config: frozen.config,
+        checkpoints,
+        last_validation: scores.scores().last().cloned(),
+        config_text: frozen.text,
+        criteria: scores.criteria().into_iter().map(str::to_owned).collect(),
+    }
+}
+
+/// `dataset: crit value@iteration crit value@iteration; dataset2: ...`.
+fn compact_best(best: &[BestRecord]) -> String {
+    let mut by_dataset: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for b in best {
+        if !by_dataset.contains_key(b.dataset.as_str()) {
+            order.push(b.dataset.as_str());
+        }
+        by_dataset.entry(&b.dataset).or_default().push(format!(
+            "{} {}@{}",
+            b.criterion,
+            fmt_num(b.value),
+            b.iteration
+        ));
+    }
+    order
+        .iter()
+        .map(|d| format!("{d}: {}", by_dataset[d].join(" ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn ls(root: &Path, json: bool) -> Result<()> {
+    let stores = Stores::open(root);
+    let names = list_run_names(root)?;
+    let runs: Vec<RunSummary> = names.iter().map(|n| gather(&stores, n).summary).collect();
+    if json {
+        emit(&format!("{}\n", serde_json::to_string_pretty(&runs)?))?;
+        return Ok(());
+    }
+    if runs.is_empty() {
+        let hint = if root.exists() {
+            ""
+        } else {
+            " (the directory does not exist; pass --root or set DACAPO_ROOT)"
+        };
+        emit(&format!("no runs under {}{hint}\n", root.display()))?;
+        return Ok(());
+    }
+    let mut table = Table::new(&[
+        "RUN",
+        "TASK",
+        "ITERATIONS",
+        "CHECKPOINT",
+        "LOSS",
+        "STATUS",
+        "BEST",
+    ]);
+    table.right_align(&[2, 3, 4]);
+    for r in &runs {
+        table.row(vec![
+            r.name.clone(),
+            opt(r.task.as_deref()),
+            format!("{}/{}", r.trained_until, opt(r.train_until)),
+            opt(r.latest_checkpoint),
+            opt(r.last_loss.map(fmt_num)),
+            r.status.as_str().to_owned(),
+            compact_best(&r.best),
+        ]);
+    }
+    emit(&table.render())?;
+    for r in &runs {
+        for p in &r.problems {
+            eprintln!("warning: run `{}`: {p}", r.name);
+        }
+    }
+    Ok(())
+}
+
+fn show(root: &Path, name: &str, json: bool) -> Result<()> {
+    require_run(root, name)?;
+    let stores = Stores::open(root);
+    let d = gather(&stores, name);
+    if json {
+        emit(&format!("{}\n", serde_json::to_string_pretty(&d)?))?;
+        return Ok(());
+    }
+    let s = &d.summary;
+    let mut out = String::new();
+    let status = match &s.holder {
+        Some(h) => format!("running ({h})"),
+        None => s.status.as_str().to_owned(),
+    };
+    out += &format!("run:         {}\n", s.name);
+    out += &format!("status:      {status}\n");
+    out += &format!("task:        {}\n", opt(s.task.as_deref()));
+    out += &format!(
+        "trained:     {} of {} iterations\n",
+        s.trained_until,
+        opt(s.train_until)
+    );
+    out += &format!(
+        "last loss:   {}\n",
+        s.last_loss.map_or("-".to_owned(), |l| format!(
+            "{} (iteration {})",
+            fmt_num(l),
+            s.trained_until - 1
+        ))
+    );
+    let cps = if d.checkpoints.is_empty() {
+        "none".to_owned()
+    } else {
+        let list: Vec<String> = d.checkpoints.iter().map(u64::to_string).collect();
+        format!(
+            "{} ({} stored, latest {})",
+            list.join(", "),
+            d.checkpoints.len(),
+            opt(s.latest_checkpoint)
+        )
+    };
+    out += &format!("checkpoints: {cps}\n");
+
+    out += "\nbest:\n";
+    if s.best.is_empty() {
+        out += "  none yet\n";
+    } else {
+        let mut t = Table::new(&["DATASET", "CRITERION", "VALUE", "ITERATION", "PARAMETER"]);
+        t.right_align(&[2, 3]);
+        for b in &s.best {
+            let dir = if b.higher_is_better { "max" } else { "min" };
+            t.row(vec![
+                b.dataset.clone(),
+                format!("{} ({dir})", b.criterion),
+                fmt_num(b.value),
+                b.iteration.to_string(),
+                b.parameter.clone(),
+            ]);
+        }
+        out += &indent(&t.render());
+    }
+
+    match &d.last_validation {
+        None => out += "\nlast validation: none yet\n",
+        Some(v) => {
+            out += &format!("\nlast validation (iteration {}):\n", v.iteration);
+            let mut header = vec!["DATASET".to_owned(), "PARAMETER".to_owned()];
+            header.extend(d.criteria.iter().cloned());
+            let header: Vec<&str> = header.iter().map(String::as_str).collect();
+            let mut t = Table::new(&header);
+            t.right_align(&(2..header.len()).collect::<Vec<_>>());
+            for (dataset, per_param) in &v.scores {
+                for (param, per_crit) in per_param {
+                    let mut row = vec![dataset.clone(), param.clone()];
+                    row.extend(
+                        d.criteria
+                            .iter()
+                            .map(|c| opt(per_crit.get(c).map(|s| fmt_num(s.0)))),
+                    );
+                    t.row(row);
+                }
+            }
+            out += &indent(&t.render());
+        }
+    }
+
+    match &d.config_text {
+        None => out += &format!("\nconfig: none ({} is missing)\n", d.config_path.display()),
+        Some(text) => {
+            out += &format!("\nconfig ({}):\n", d.config_path.display());
+            out += &indent(text);
+        }
+    }
+    emit(&out)?;
+    for p in &s.problems {
+        eprintln!("warning: {p}");
+    }
+    Ok(())
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.is_empty() {
+                "\n".to_owned()
+            } else {
+                format!("  {l}\n")
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// rm
+
+fn rm(root: &Path, name: &str, keep_best: bool, yes: bool) -> Result<()> {
+    validate_name("run", name).map_err(|e| anyhow!("{e}"))?;
+    let run_dir = root.join(name);
+    // A trainer killed before it froze its config leaves a directory with only its lock file:
+    // removable too. Any other directory is not a run and is never removed.
+    if name == STATS_DIR || !(is_run_dir(&run_dir) || only_lock_file(&run_dir)) {
+        require_run(root, name)?;
+    }
+    // Held until everything is removed, so no trainer starts on the run meanwhile.
+    let lock = match RunLock::acquire(root, name) {
+        Ok(l) => l,
+        Err(StoreError::Locked { holder, path }) => bail!(
+            "run `{name}` is being trained by {holder} (lock {}); stop that trainer first, then \
+             remove the run",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot lock run `{name}`")),
+    };
+    let stores = Stores::open(root);
+    let stats = training_stats(&stores, name)?;
+    let scores = validation_scores(&stores, name)?;
+    let checkpoints = stores
+        .weights
+        .iterations(name)
+        .with_context(|| format!("cannot list the checkpoints of run `{name}`"))?;
+    let trained = if stats.is_empty() {
+        "no training stats".to_owned()
+    } else {
+        format!("training stats of {} iterations", stats.len())
+    };
+
+    if keep_best {
+        let frozen = read_config(root, name);
+        let best = best_records(&stores, name, frozen.config.as_ref(), &scores)?;
+        if best.is_empty() {
+            bail!(
+                "run `{name}` has no best records, so --keep-best would keep no checkpoint; \
+                 remove the whole run with `dacapo runs rm {name}` instead"
+            );
+        }
+        let keep: BTreeSet<u64> = best.iter().map(|b| b.iteration).collect();
+        let remove: Vec<u64> = checkpoints
+            .iter()
+            .copied()
+            .filter(|n| !keep.contains(n))
+            .collect();
+        let kept: Vec<String> = keep
+            .iter()
+            .map(|n| {
+                let why: Vec<String> = best
+                    .iter()
+                    .filter(|b| b.iteration == *n)
+                    .map(|b| format!("{}/{}", b.dataset, b.criterion))
+                    .collect();
+                format!("{n} (best {})", why.join(", "))
+            })
+            .collect();
+        let plan = format!(
+            "Remove {} of run `{name}` and its {trained}, keeping checkpoints {}, the best \
+             records, the config and the validation scores",
+            list_or_none("checkpoints", &remove),
+            kept.join("; ")
+        );
+        confirm(&plan, yes)?;
+        for n in &remove {
+            stores
+                .weights
+                .remove(name, *n)
+                .with_context(|| format!("cannot remove checkpoint {n} of run `{name}`"))?;
+        }
+        stores
+            .stats
+            .delete_training_stats(name)
+            .with_context(|| format!("cannot delete the training stats of run `{name}`"))?;
+        drop(lock);
+        println!(
+            "removed {} and the training stats of run `{name}`; kept checkpoints {}",
+            list_or_none("checkpoints", &remove),
+            keep.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(());
+    }
+
+    let validations = scores.scores().len();
+    let plan = format!(
+        "Remove run `{name}`: {}, best records, config, {trained} and {validations} \
+         validations ({} and its stats)",
+        list_or_none("checkpoints", &checkpoints),
+        run_dir.display()
+    );
+    confirm(&plan, yes)?;
+    stores
+        .stats
+        .delete_training_stats(name)
+        .with_context(|| format!("cannot delete the training stats of run `{name}`"))?;
+    // The stats store has no call to delete validation scores: remove the directory it names.
+    let vdir = stores.stats.validation_scores_dir(name)?;
+    remove_dir_if_exists(&vdir)?;
+    // Removed while the lock is held; the lock file goes with the directory.
+    remove_dir_if_exists(&run_dir)?;
+    drop(lock);
+    println!("removed run `{name}`");
+    Ok(())
+}
+
+/// Whether `dir` is a directory holding nothing but a `.lock` file.
+fn only_lock_file(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| {
+        let names: Vec<_> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        names.len() == 1 && names[0] == ".lock"
+    })
+}
+
+fn list_or_none(what: &str, items: &[u64]) -> String {
+    if items.is_empty() {
+        format!("no {what}")
+    } else {
+        let list: Vec<String> = items.iter().map(u64::to_string).collect();
+        format!("{what} {}", list.join(", "))
+    }
+}
+
+fn remove_dir_if_exists(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot remove {}; check its permissions and remove it by hand",
+                dir.display()
+            )
+        }),
+    }
+}
+
+/// Asks on the terminal unless `yes`; refuses when stdin is not a terminal.
+fn confirm(plan: &str, yes: bool) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("{plan}?\nrefusing without confirmation: stdin is not a terminal; pass --yes");
+    }
+    let mut stderr = std::io::stderr();
+    write!(stderr, "{plan}? [y/N] ")?;
+    stderr.flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        bail!("cancelled; nothing was removed")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// A plain text table: a header row and aligned columns separated by two spaces.
+pub(crate) struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+    right: Vec<bool>,
+}
+
+impl Table {
+    /// A table with these column titles.
+    pub fn new(header: &[&str]) -> Self {
+        Self {
+            header: header.iter().map(|h| (*h).to_owned()).collect(),
+            rows: Vec::new(),
+            right: vec![false; header.len()],
+        }
+    }
+
+    /// Right-aligns the given columns (numbers).
+    pub fn right_align(&mut self, columns: &[usize]) {
+        for &c in columns {
+            if let Some(r) = self.right.get_mut(c) {
+                *r = true;
+            }
+        }
+    }
+
+    /// Adds a row (missing cells are empty).
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The table as lines of text, each ending in a newline.
+    pub fn render(&self) -> String {
+        let cell = |row: &[String], i: usize| row.get(i).cloned().unwrap_or_default();
+        let width = |s: &str| s.chars().count();
+        let mut widths: Vec<usize> = self.header.iter().map(|h| width(h)).collect();
+        for row in &self.rows {
+            for (i, w) in widths.iter_mut().enumerate() {
+                *w = (*w).max(width(&cell(row, i)));
+            }
+        }
+        let mut out = String::new();
+        for row in std::iter::once(&self.header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, (&w, &right)) in widths.iter().zip(&self.right).enumerate() {
+                let c = cell(row, i);
+                let pad = " ".repeat(w - width(&c));
+                if i > 0 {
+                    line += "  ";
+                }
+                if right {
+                    line += &pad;
+                    line += &c;
+                } else {
+                    line += &c;
+                    line += &pad;
+                }
+            }
+            out += line.trim_end();
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_keep_four_significant_digits() {
+        assert_eq!(fmt_num(0.912345), "0.9123");
+        assert_eq!(fmt_num(12.3456), "12.35");
+        assert_eq!(fmt_num(0.00123456), "0.001235");
+        assert_eq!(fmt_num(1234.4), "1234");
+        assert_eq!(fmt_num(1.5e-5), "1.500e-5");
+        assert_eq!(fmt_num(0.0), "0");
+        assert_eq!(fmt_num(f64::NAN), "nan");
+        assert_eq!(fmt_num(f64::NEG_INFINITY), "-inf");
+        assert_eq!(fmt_tick(0.01), "0.01");
+        assert_eq!(fmt_tick(120.0), "120");
+        assert_eq!(fmt_tick(1.5e-5), "1.500e-5");
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let mut t = Table::new(&["A", "NUM", "C"]);
+        t.right_align(&[1]);
+        t.row(vec!["long-name".into(), "5".into(), "x".into()]);
+        t.row(vec!["b".into(), "1234".into()]);
+        assert_eq!(
+            t.render(),
+            "A           NUM  C\nlong-name     5  x\nb          1234\n"
+        );
+    }
+
+    #[test]
+    fn best_is_grouped_by_dataset() {
+        let rec = |d: &str, c: &str, v: f64, i: u64| BestRecord {
+            iteration: i,
+            dataset: d.into(),
+            criterion: c.into(),
+            parameter: "p".into(),
+            value: v,
+            higher_is_better: true,
+        };
+        let best = [
+            rec("val0", "dice", 0.9, 400),
+            rec("val0", "voi", 0.51, 300),
+            rec("val1", "dice", 0.8, 200),
+        ];
+        assert_eq!(
+            compact_best(&best),
+            "val0: dice 0.9000@400 voi 0.5100@300; val1: dice 0.8000@200"
+        );
+    }
+}
