@@ -7,12 +7,16 @@
 //! <run>/checkpoints/LATEST            "<N>\n" (or "<M>\npending <N>\n" while N is being committed)
 //! <run>/<dataset>/<criterion>.json    best records
 //! ```
-//! Commit protocol of checkpoint N: write the three data files into
-//! `iterations/.tmp-<N>-<id>/` (CRC32C computed while streaming), then `MANIFEST.json` (sizes,
-//! checksums, tensor counts), fsync all four and the temp directory; record the intent in
-//! `LATEST` (`<M>\npending <N>`, durable); rename the directory to `iterations/<N>` and fsync
-//! `iterations/`; finally rewrite `LATEST` as `<N>`. The rename is the commit point: a
-//! checkpoint exists only if its directory has its final name and its manifest verifies.
+//! Commit protocol of checkpoint N: write `model.safetensors`, `optimizer.safetensors` and
+//! `state.json` into `iterations/.tmp-<N>-<id>/`, then `MANIFEST.json` (format version,
+//! sizes, CRC32C checksums, tensor counts, creation time); fsync all four and the temp
+//! directory; make the intent `<M>\npending <N>` durable in `LATEST`; rename the directory to
+//! `iterations/<N>` and fsync `iterations/`; finally rewrite `LATEST` as `<N>` (not fsynced:
+//! the durable intent already names N). The rename is the commit point: a checkpoint exists
+//! only if its directory has its final name and its manifest verifies. For speed, the
+//! checksums are computed by helper threads while the bytes are copied into the files, each
+//! file's fsync starts as soon as it is complete, and the intent is written meanwhile; no
+//! tensor is copied into an intermediate buffer.
 //!
 //! `LATEST` is a hint. Its `latest` line only ever names a committed checkpoint; the `pending`
 //! line makes a checkpoint whose commit finished just before a crash visible without listing
@@ -534,14 +538,13 @@ fn check_dataset_criterion(dataset: &str, criterion: &str) -> Result<()> {
     Ok(())
 }
 
-/// Creates `path` and writes it through a checksumming buffered writer; returns its manifest
-/// entry and, with `fsync`, the background sync that makes it durable.
+/// Creates `path` and writes it through a buffered writer; with `fsync`, returns the
+/// background sync that makes it durable (it starts as soon as the file is complete).
 fn create_file(
     path: &Path,
-    tensors: Option<usize>,
     fsync: bool,
-    body: impl FnOnce(&mut CrcWriter<BufWriter<&File>>) -> Result<()>,
-) -> Result<(FileEntry, Option<SyncBehind>)> {
+    body: impl FnOnce(&mut BufWriter<&File>) -> Result<()>,
+) -> Result<Option<SyncBehind>> {
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -552,23 +555,22 @@ fn create_file(
     } else {
         None
     };
-    let (crc32c, size) = {
-        let mut w = CrcWriter::new(BufWriter::with_capacity(1 << 20, &file));
-        body(&mut w)?;
-        w.flush().map_err(io_err("write", path))?;
-        (w.crc, w.len)
-    };
+    let mut w = BufWriter::with_capacity(1 << 20, &file);
+    body(&mut w)?;
+    w.flush().map_err(io_err("write", path))?;
     if let Some(s) = sync.as_mut() {
         s.close();
     }
-    Ok((
-        FileEntry {
-            size,
-            crc32c,
-            tensors,
-        },
-        sync,
-    ))
+    Ok(sync)
+}
+
+/// The manifest entry of a small file written from `bytes`.
+fn small_entry(bytes: &[u8]) -> FileEntry {
+    FileEntry {
+        size: bytes.len() as u64,
+        crc32c: crc32c::crc32c(bytes),
+        tensors: None,
+    }
 }
 
 impl WeightsStore for LocalWeightsStore {
@@ -819,48 +821,11 @@ impl LocalWeightsStore {
         run: &str,
     ) -> Result<bool> {
         let fsync = self.fsync;
-        let mut syncs = Vec::with_capacity(4);
-        let mut entries = BTreeMap::new();
-        for (name, map) in [
-            (MODEL_FILE, &weights.model),
-            (OPTIMIZER_FILE, &weights.optimizer),
-        ] {
-            let path = tmp.join(name);
-            let (entry, sync) = create_file(&path, Some(map.len()), fsync, |w| {
-                st::write_tensors(w, map, &path)
-            })?;
-            syncs.extend(sync);
-            entries.insert(name.to_owned(), entry);
-        }
-        let state_path = tmp.join(STATE_FILE);
+        let layouts = [
+            (MODEL_FILE, st::Layout::new(&weights.model)?),
+            (OPTIMIZER_FILE, st::Layout::new(&weights.optimizer)?),
+        ];
         let state_bytes = state_json(&weights.state)?;
-        let (state_entry, sync) = create_file(&state_path, None, fsync, |w| {
-            w.write_all(&state_bytes)
-                .map_err(io_err("write", &state_path))
-        })?;
-        syncs.extend(sync);
-        entries.insert(STATE_FILE.to_owned(), state_entry);
-        let manifest = Manifest {
-            format_version: FORMAT_VERSION,
-            iteration,
-            created_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            store_version: env!("CARGO_PKG_VERSION").to_owned(),
-            backend: weights.state.backend.clone(),
-            config_hash: weights.state.config_hash.clone(),
-            files: entries,
-        };
-        let mut manifest_bytes = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| StoreError::Invalid(format!("manifest cannot be written: {e}")))?;
-        manifest_bytes.push(b'\n');
-        let manifest_path = tmp.join(MANIFEST_FILE);
-        let (_, sync) = create_file(&manifest_path, None, fsync, |w| {
-            w.write_all(&manifest_bytes)
-                .map_err(io_err("write", &manifest_path))
-        })?;
-        syncs.extend(sync);
-
         let intent = current.is_none_or(|c| iteration > c);
         let latest_path = self.latest_path(run)?;
         let write_intent = || -> Result<()> {
@@ -873,28 +838,92 @@ impl LocalWeightsStore {
             };
             write_atomic(&latest_path, hint.render().as_bytes(), fsync)
         };
-        if !fsync {
-            return write_intent().map(|()| intent);
-        }
-        // The file syncs already run in their threads (each since its file was complete);
-        // the directory sync and the intent run meanwhile, so the file system can share
-        // journal commits between them.
-        let mut result = std::thread::scope(|s| {
-            let dir_sync = s.spawn(|| fsync_dir(tmp));
-            let r = write_intent();
-            let d = dir_sync.join().unwrap_or_else(|_| {
+        // Everything that does not depend on the file contents runs beside the writing: the
+        // checksums (CPU) while this thread copies the bytes into the files, each file's
+        // fsync as soon as the file is complete, and the durable LATEST intent. Only the
+        // manifest waits for the checksums, and only the commit rename waits for the syncs.
+        let mut syncs = Vec::with_capacity(4);
+        let result = std::thread::scope(|s| -> Result<()> {
+            let intent_job = s.spawn(write_intent);
+            let crc_jobs: Vec<_> = layouts
+                .iter()
+                .map(|(_, layout)| s.spawn(|| layout.size_and_crc()))
+                .collect();
+            let mut write = || -> Result<()> {
+                for (name, layout) in &layouts {
+                    let path = tmp.join(name);
+                    syncs.extend(create_file(&path, fsync, |w| layout.write_to(w, &path))?);
+                }
+                let state_path = tmp.join(STATE_FILE);
+                syncs.extend(create_file(&state_path, fsync, |w| {
+                    w.write_all(&state_bytes)
+                        .map_err(io_err("write", &state_path))
+                })?);
+                Ok(())
+            };
+            let written = write();
+            let mut files = BTreeMap::new();
+            for ((name, layout), job) in layouts.iter().zip(crc_jobs) {
+                let (size, crc32c) = job.join().unwrap_or((0, 0));
+                files.insert(
+                    (*name).to_owned(),
+                    FileEntry {
+                        size,
+                        crc32c,
+                        tensors: Some(layout.tensors()),
+                    },
+                );
+            }
+            files.insert(STATE_FILE.to_owned(), small_entry(&state_bytes));
+            let intent_done = intent_job.join().unwrap_or_else(|_| {
                 Err(StoreError::Invalid(
-                    "the directory fsync thread panicked".to_owned(),
+                    "the LATEST writer thread panicked".to_owned(),
                 ))
             });
-            r.and(d)
-        });
-        for sync in syncs {
-            let r = sync.finish();
-            if result.is_ok() {
-                result = r;
+            written?;
+            intent_done?;
+            let manifest = Manifest {
+                format_version: FORMAT_VERSION,
+                iteration,
+                created_unix_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                store_version: env!("CARGO_PKG_VERSION").to_owned(),
+                backend: weights.state.backend.clone(),
+                config_hash: weights.state.config_hash.clone(),
+                files,
+            };
+            let mut manifest_bytes = serde_json::to_vec_pretty(&manifest)
+                .map_err(|e| StoreError::Invalid(format!("manifest cannot be written: {e}")))?;
+            manifest_bytes.push(b'\n');
+            let manifest_path = tmp.join(MANIFEST_FILE);
+            syncs.extend(create_file(&manifest_path, fsync, |w| {
+                w.write_all(&manifest_bytes)
+                    .map_err(io_err("write", &manifest_path))
+            })?);
+            // The temp directory's entries, beside the file syncs still running.
+            let dir_job = fsync.then(|| s.spawn(|| fsync_dir(tmp)));
+            let mut result = Ok(());
+            for sync in syncs.drain(..) {
+                let r = sync.finish();
+                if result.is_ok() {
+                    result = r;
+                }
             }
-        }
+            if let Some(job) = dir_job {
+                let r = job.join().unwrap_or_else(|_| {
+                    Err(StoreError::Invalid(
+                        "the directory fsync thread panicked".to_owned(),
+                    ))
+                });
+                if result.is_ok() {
+                    result = r;
+                }
+            }
+            result
+        });
+        // After an early error, syncs still pending finish on their own (their threads own
+        // file handles); the temp directory is removed by the caller.
         result?;
         Ok(intent)
     }

@@ -82,48 +82,83 @@ pub(crate) fn check_tensors(map: &TensorMap, which: &str) -> Result<()> {
 
 /// The tensors in file order (safetensors' convention: larger alignment first, then by
 /// name) and the complete file prefix: 8-byte header length plus the space-padded header.
-/// Tensors in the order their bytes follow the header.
-type FileOrder<'a> = Vec<(&'a str, &'a NamedTensor)>;
+/// A safetensors file about to be written: the tensors in file order (safetensors'
+/// convention: larger alignment first, then by name) and the file prefix (8-byte header
+/// length plus the space-padded JSON header).
+pub(crate) struct Layout<'a> {
+    order: Vec<&'a NamedTensor>,
+    prefix: Vec<u8>,
+    tensors: usize,
+}
 
-fn layout(map: &TensorMap) -> Result<(FileOrder<'_>, Vec<u8>)> {
-    let mut order: FileOrder<'_> = map.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    order.sort_by(|(ln, lt), (rn, rt)| to_st(rt.dtype).cmp(&to_st(lt.dtype)).then(ln.cmp(rn)));
-    let mut offset = 0usize;
-    let infos = order
-        .iter()
-        .map(|(name, t)| {
-            let start = offset;
-            offset += t.data.len();
-            (
-                (*name).to_owned(),
-                TensorInfo {
-                    dtype: to_st(t.dtype),
-                    shape: t.shape.clone(),
-                    data_offsets: (start, offset),
-                },
-            )
+impl<'a> Layout<'a> {
+    /// The layout of `map`.
+    pub(crate) fn new(map: &'a TensorMap) -> Result<Self> {
+        let mut named: Vec<(&str, &NamedTensor)> =
+            map.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        named.sort_by(|(ln, lt), (rn, rt)| to_st(rt.dtype).cmp(&to_st(lt.dtype)).then(ln.cmp(rn)));
+        let mut offset = 0usize;
+        let infos = named
+            .iter()
+            .map(|(name, t)| {
+                let start = offset;
+                offset += t.data.len();
+                (
+                    (*name).to_owned(),
+                    TensorInfo {
+                        dtype: to_st(t.dtype),
+                        shape: t.shape.clone(),
+                        data_offsets: (start, offset),
+                    },
+                )
+            })
+            .collect();
+        let meta = HashMap::from([("format".to_owned(), "pt".to_owned())]);
+        let metadata = Metadata::new(Some(meta), infos).map_err(|e| {
+            StoreError::Invalid(format!("cannot build a safetensors header: {e:?}"))
+        })?;
+        let mut header = serde_json::to_vec(&metadata)
+            .map_err(|e| StoreError::Invalid(format!("cannot build a safetensors header: {e}")))?;
+        header.resize(header.len().next_multiple_of(8), b' ');
+        let mut prefix = Vec::with_capacity(8 + header.len());
+        prefix.extend_from_slice(&(header.len() as u64).to_le_bytes());
+        prefix.extend_from_slice(&header);
+        Ok(Self {
+            order: named.into_iter().map(|(_, t)| t).collect(),
+            prefix,
+            tensors: map.len(),
         })
-        .collect();
-    let meta = HashMap::from([("format".to_owned(), "pt".to_owned())]);
-    let metadata = Metadata::new(Some(meta), infos)
-        .map_err(|e| StoreError::Invalid(format!("cannot build a safetensors header: {e:?}")))?;
-    let mut header = serde_json::to_vec(&metadata)
-        .map_err(|e| StoreError::Invalid(format!("cannot build a safetensors header: {e}")))?;
-    header.resize(header.len().next_multiple_of(8), b' ');
-    let mut prefix = Vec::with_capacity(8 + header.len());
-    prefix.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    prefix.extend_from_slice(&header);
-    Ok((order, prefix))
+    }
+
+    /// Number of tensors.
+    pub(crate) fn tensors(&self) -> usize {
+        self.tensors
+    }
+
+    /// Writes the file content to `w` (which should buffer small writes).
+    pub(crate) fn write_to(&self, w: &mut impl Write, path: &Path) -> Result<()> {
+        w.write_all(&self.prefix).map_err(io_err("write", path))?;
+        for t in &self.order {
+            w.write_all(&t.data).map_err(io_err("write", path))?;
+        }
+        Ok(())
+    }
+
+    /// Size and CRC32C of the file content.
+    pub(crate) fn size_and_crc(&self) -> (u64, u32) {
+        let mut crc = crc32c::crc32c(&self.prefix);
+        let mut len = self.prefix.len() as u64;
+        for t in &self.order {
+            crc = crc32c::crc32c_append(crc, &t.data);
+            len += t.data.len() as u64;
+        }
+        (len, crc)
+    }
 }
 
 /// Writes `map` in safetensors format to `w` (which should buffer small writes).
 pub(crate) fn write_tensors(w: &mut impl Write, map: &TensorMap, path: &Path) -> Result<()> {
-    let (order, prefix) = layout(map)?;
-    w.write_all(&prefix).map_err(io_err("write", path))?;
-    for (_, t) in order {
-        w.write_all(&t.data).map_err(io_err("write", path))?;
-    }
-    Ok(())
+    Layout::new(map)?.write_to(w, path)
 }
 
 /// Reads a safetensors file that must have `size` bytes and CRC32C `crc`, checking its
