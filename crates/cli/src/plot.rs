@@ -1,6 +1,6 @@
 //! `dacapo plot`: training loss and validation scores of one or more runs, as PNG or SVG.
 //!
-//! One panel for the training loss (raw, faint, and a trailing moving average; log scale when
+//! One panel for the training loss (raw, faint, and a centred moving average; log scale when
 //! it spans decades) and one panel per (dataset, criterion) with the score of the best
 //! post-processing parameter at each validated iteration, the best iteration marked. Several
 //! runs share the panels, one colour each. Text uses an embedded DejaVu Sans, so no system
@@ -268,19 +268,25 @@ fn load(stores: &Stores, name: &str, color: RGBColor, smooth: Option<u64>) -> Re
     })
 }
 
-/// Trailing moving average over `window` iterations (fewer at the start).
+/// Centred moving average over `window` points (`window / 2` on each side), narrowed
+/// symmetrically near the ends: the curve neither lags behind a falling loss nor flattens
+/// its first steps.
 fn moving_average(points: &[(u64, f64)], window: u64) -> Vec<(u64, f64)> {
-    let window = window.max(1) as usize;
-    let mut sum = 0.0;
-    let mut out = Vec::with_capacity(points.len());
-    for (i, &(it, v)) in points.iter().enumerate() {
-        sum += v;
-        if i >= window {
-            sum -= points[i - window].1;
-        }
-        out.push((it, sum / (i + 1).min(window) as f64));
+    let half = window as usize / 2;
+    let mut prefix = Vec::with_capacity(points.len() + 1);
+    prefix.push(0.0);
+    for &(_, v) in points {
+        prefix.push(prefix[prefix.len() - 1] + v);
     }
-    out
+    let n = points.len();
+    points
+        .iter()
+        .enumerate()
+        .map(|(i, &(it, _))| {
+            let h = half.min(i).min(n - 1 - i);
+            (it, (prefix[i + h + 1] - prefix[i - h]) / (2 * h + 1) as f64)
+        })
+        .collect()
 }
 
 /// At most about `max_points` points: each bucket of a longer series keeps its min and max,
@@ -717,18 +723,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn moving_average_is_trailing() {
-        let pts: Vec<(u64, f64)> = [1.0, 2.0, 3.0, 4.0, 5.0]
+    fn moving_average_is_centred_and_narrows_at_the_ends() {
+        let pts: Vec<(u64, f64)> = [1.0, 2.0, 3.0, 4.0, 8.0]
             .iter()
             .enumerate()
-            .map(|(i, &v)| (i as u64, v))
+            .map(|(i, &v)| (i as u64 + 10, v))
             .collect();
         assert_eq!(
-            moving_average(&pts, 2),
-            vec![(0, 1.0), (1, 1.5), (2, 2.5), (3, 3.5), (4, 4.5)]
+            moving_average(&pts, 3),
+            vec![(10, 1.0), (11, 2.0), (12, 3.0), (13, 5.0), (14, 8.0)]
         );
+        assert_eq!(moving_average(&pts, 2), moving_average(&pts, 3));
         assert_eq!(moving_average(&pts, 1), pts);
-        assert_eq!(moving_average(&pts, 10)[4], (4, 3.0));
+        assert_eq!(moving_average(&pts, 100)[2], (12, 3.6));
+        assert_eq!(moving_average(&pts, 100)[1], (11, 2.0));
     }
 
     #[test]
