@@ -247,7 +247,7 @@ fn quickstart(args: &[String]) -> Result<()> {
 
 fn crash(trials: u32, train: bool) -> Result<()> {
     let (package, test) = if train {
-        ("dacapo-trainer", "kill_resume")
+        ("dacapo-cli", "kill_resume")
     } else {
         ("dacapo-store", "crash")
     };

@@ -1,2 +1,77 @@
-//! The `dacapo` command-line tool.
-fn main() {}
+//! `dacapo`: train, validate, predict, inspect and plot dacapo-rs runs.
+
+mod plot;
+mod runs;
+mod train;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Train and inspect deep-learning segmentation runs (a Rust DaCapo).
+#[derive(Parser)]
+#[command(name = "dacapo", version, about, long_about = None)]
+struct Cli {
+    /// More log output (-v: info, -vv: debug, -vvv: trace). Also RUST_LOG.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where runs live when no config names it.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RootArg {
+    /// Root directory of the local stores.
+    #[arg(long, env = "DACAPO_ROOT", default_value = "runs")]
+    pub root: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a run (resumes from its latest checkpoint if it exists).
+    Train(train::TrainArgs),
+    /// List, show or remove runs.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
+    /// Plot training loss and validation scores of runs to a PNG or SVG file.
+    Plot(plot::PlotArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let result = match cli.command {
+        Command::Train(args) => train::run(&args),
+        Command::Runs(cmd) => runs::run(cmd),
+        Command::Plot(args) => plot::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
