@@ -9,10 +9,12 @@
 
 pub mod backend;
 pub mod error;
+pub mod load;
 pub mod train;
 pub mod writer;
 
 pub use error::TrainerError;
+pub use load::{build_model, load_best, load_weights, update_best_records};
 pub use train::{
     NoValidation, Stores, TrainOptions, TrainSummary, Validate, frozen_config_path, train,
     unet_config,

@@ -6,10 +6,17 @@
 //! exactly what the network would give on the whole array padded by `context` (no seams):
 //! - the input is padded by `context` on every side ([`Padding::Reflect`] by default, or
 //!   zeros); blocks read the padding on the fly, the padded array is never materialised;
-//! - blocks start at multiples of `output_block`; the last block of an axis is shifted back so
-//!   it ends at the array's edge (overlapping its neighbour) rather than running over it. Only
-//!   an axis shorter than one block gets a block that runs over the edge (padded input, output
-//!   cropped).
+//! - blocks start at multiples of the step, `output_block` rounded down to a multiple of
+//!   [`BlockSpec::grid`]: a network that downsamples by a total factor `f` along an axis gives
+//!   the same output for the same input only when shifted by multiples of `f`, so every block
+//!   sits on the same pooling grid. With `grid = 1` the step is `output_block` and blocks do not
+//!   overlap;
+//! - the last block of an axis starts at the first grid position from which it reaches the
+//!   array's edge, overlapping its neighbour and running over the edge by less than `grid`
+//!   voxels (whose outputs are cropped). An axis shorter than one block gets one block at 0.
+//!
+//! Every output voxel is written exactly once (overlapping parts of a block are cropped away),
+//! so [`predict_blockwise_with`] can stream blocks from and to disk with bounded memory.
 
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice};
 
@@ -35,16 +42,40 @@ pub struct BlockSpec {
     pub context: Vec<usize>,
     /// How the input is padded beyond its edges.
     pub padding: Padding,
+    /// Per-axis alignment of block starts (the network's total downsampling factor); empty
+    /// means 1 on every axis.
+    pub grid: Vec<usize>,
+}
+
+/// One block along one axis: where it starts and which part of its output is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AxisBlock {
+    start: usize,
+    write_lo: usize,
+    write_hi: usize,
 }
 
 impl BlockSpec {
-    /// A spec with [`Padding::Reflect`].
+    /// A spec with [`Padding::Reflect`] and no grid alignment.
     pub fn new(output_block: Vec<usize>, context: Vec<usize>) -> Self {
         Self {
             output_block,
             context,
             padding: Padding::default(),
+            grid: Vec::new(),
         }
+    }
+
+    /// The same spec with block starts aligned to multiples of `grid`.
+    pub fn with_grid(mut self, grid: Vec<usize>) -> Self {
+        self.grid = grid;
+        self
+    }
+
+    /// The same spec with another padding.
+    pub fn with_padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
     }
 
     /// Spatial shape of one input block: `output_block + 2 * context`.
@@ -56,11 +87,19 @@ impl BlockSpec {
             .collect()
     }
 
+    fn grid_of(&self, axis: usize) -> usize {
+        self.grid.get(axis).copied().unwrap_or(1).max(1)
+    }
+
     fn check(&self, spatial: &[usize]) -> Result<(), ValidatorError> {
-        for (what, list) in [
+        let mut lists = vec![
             ("output_block", &self.output_block),
             ("context", &self.context),
-        ] {
+        ];
+        if !self.grid.is_empty() {
+            lists.push(("grid", &self.grid));
+        }
+        for (what, list) in lists {
             if list.len() != spatial.len() {
                 return Err(ValidatorError::AxisCount {
                     what: what.into(),
@@ -80,46 +119,97 @@ impl BlockSpec {
                 "input spatial shape {spatial:?} has an empty axis: nothing to predict"
             )));
         }
+        for (a, &b) in self.output_block.iter().enumerate() {
+            let g = self.grid_of(a);
+            if b < g && spatial[a] > b {
+                return Err(ValidatorError::BlockSpec(format!(
+                    "output_block {:?} is smaller than the grid {:?} on axis {a}: blocks could \
+                     not move along it; use a larger block",
+                    self.output_block, self.grid
+                )));
+            }
+        }
         Ok(())
     }
 }
 
-/// Start of each output block along one axis of length `len` (see the module docs).
-fn axis_starts(len: usize, block: usize) -> Vec<usize> {
+/// The blocks along one axis of length `len` (see the module docs).
+fn axis_blocks(len: usize, block: usize, grid: usize) -> Vec<AxisBlock> {
+    let mut starts = Vec::new();
     if len <= block {
-        return vec![0];
+        starts.push(0);
+    } else {
+        let step = (block / grid * grid).max(grid);
+        let mut s = 0;
+        while s + block < len {
+            starts.push(s);
+            s += step;
+        }
+        // The first grid position from which a block reaches the edge; at most `s`, and
+        // after every earlier start.
+        starts.push((len - block).div_ceil(grid) * grid);
     }
-    let mut starts: Vec<usize> = (0..)
-        .map(|i| i * block)
-        .take_while(|s| s + block <= len)
-        .collect();
-    if starts.last().is_some_and(|&s| s + block < len) {
-        starts.push(len - block);
+    let mut out = Vec::with_capacity(starts.len());
+    let mut written = 0;
+    for start in starts {
+        let write_hi = (start + block).min(len);
+        out.push(AxisBlock {
+            start,
+            write_lo: written,
+            write_hi,
+        });
+        written = write_hi;
     }
-    starts
+    out
 }
 
-/// Output-space start of every block covering `spatial`, in raster order.
-pub fn block_starts(spatial: &[usize], output_block: &[usize]) -> Vec<Vec<usize>> {
-    let per_axis: Vec<Vec<usize>> = spatial
+/// Start of each output block along one axis of length `len` without grid alignment.
+#[cfg(test)]
+fn axis_starts(len: usize, block: usize) -> Vec<usize> {
+    axis_blocks(len, block, 1).iter().map(|b| b.start).collect()
+}
+
+/// Every block covering `spatial`, in raster order, as per-axis blocks.
+fn plan(spatial: &[usize], spec: &BlockSpec) -> Vec<Vec<AxisBlock>> {
+    let per_axis: Vec<Vec<AxisBlock>> = spatial
         .iter()
-        .zip(output_block)
-        .map(|(&n, &b)| axis_starts(n, b))
+        .zip(&spec.output_block)
+        .enumerate()
+        .map(|(a, (&n, &b))| axis_blocks(n, b, spec.grid_of(a)))
         .collect();
     let mut out = vec![Vec::new()];
-    for starts in &per_axis {
+    for blocks in &per_axis {
         out = out
             .into_iter()
             .flat_map(|prefix| {
-                starts.iter().map(move |&s| {
+                blocks.iter().map(move |&b| {
                     let mut p = prefix.clone();
-                    p.push(s);
+                    p.push(b);
                     p
                 })
             })
             .collect();
     }
     out
+}
+
+/// Output-space start of every block covering `spatial` (no grid alignment), in raster order.
+pub fn block_starts(spatial: &[usize], output_block: &[usize]) -> Vec<Vec<usize>> {
+    let spec = BlockSpec::new(output_block.to_vec(), vec![0; output_block.len()]);
+    plan(spatial, &spec)
+        .into_iter()
+        .map(|b| b.iter().map(|a| a.start).collect())
+        .collect()
+}
+
+/// Number of blocks [`predict_blockwise`] runs for an array of spatial shape `spatial`.
+pub fn block_count(spatial: &[usize], spec: &BlockSpec) -> usize {
+    spatial
+        .iter()
+        .zip(&spec.output_block)
+        .enumerate()
+        .map(|(a, (&n, &b))| axis_blocks(n, b, spec.grid_of(a)).len())
+        .product()
 }
 
 /// Source index of the padded coordinate `i` on an axis of length `n` (`None`: a zero).
@@ -138,15 +228,17 @@ fn source_index(i: isize, n: usize, padding: Padding) -> Option<usize> {
     }
 }
 
-/// The input block `(c, input_block...)` whose spatial origin is `origin` (may be negative).
-fn read_block(
-    input: &ArrayViewD<f32>,
+/// The input block `(c, size...)` whose spatial origin is `origin` (may be negative), built
+/// from one in-bounds region read through `read(begin, shape)` (which returns `(c, shape...)`).
+fn read_block<E>(
+    channels: usize,
+    spatial: &[usize],
     origin: &[isize],
     size: &[usize],
     padding: Padding,
-) -> ArrayD<f32> {
-    let spatial = &input.shape()[1..];
-    let mut shape = vec![input.len_of(Axis(0))];
+    read: &mut dyn FnMut(&[usize], &[usize]) -> Result<ArrayD<f32>, E>,
+) -> Result<ArrayD<f32>, E> {
+    let mut shape = vec![channels];
     shape.extend(size);
     let mut block = ArrayD::<f32>::zeros(IxDyn(&shape));
     // Per axis: block positions with a source voxel (contiguous) and their source indices.
@@ -160,21 +252,23 @@ fn read_block(
             .collect();
         let (Some(first), Some(last)) = (src.first(), src.last()) else {
             // Entirely outside with zero padding: the block stays zero.
-            return block;
+            return Ok(block);
         };
         ranges.push((first.0, last.0 + 1));
         sources.push(src.into_iter().map(|(_, s)| s).collect::<Vec<usize>>());
     }
-    // Cut the input down to the bounding box of the sources before copying anything.
-    let mut view = input.view();
+    // Read only the bounding box of the sources.
+    let mut lo = Vec::with_capacity(size.len());
+    let mut len = Vec::with_capacity(size.len());
     let mut relative = Vec::with_capacity(size.len());
-    for (a, src) in sources.iter().enumerate() {
-        let lo = src.iter().copied().min().unwrap_or(0);
-        let hi = src.iter().copied().max().unwrap_or(0) + 1;
-        view.slice_axis_inplace(Axis(a + 1), Slice::from(lo..hi));
-        relative.push(src.iter().map(|s| s - lo).collect::<Vec<usize>>());
+    for src in &sources {
+        let l = src.iter().copied().min().unwrap_or(0);
+        let h = src.iter().copied().max().unwrap_or(0) + 1;
+        lo.push(l);
+        len.push(h - l);
+        relative.push(src.iter().map(|s| s - l).collect::<Vec<usize>>());
     }
-    let mut gathered = view.to_owned();
+    let mut gathered = read(&lo, &len)?;
     for (a, rel) in relative.iter().enumerate() {
         let contiguous =
             rel.windows(2).all(|w| w[1] == w[0] + 1) && rel.len() == gathered.len_of(Axis(a + 1));
@@ -192,7 +286,7 @@ fn read_block(
             }
         })
         .assign(&gathered);
-    block
+    Ok(block)
 }
 
 /// Predicts `input` (`(c, spatial...)`) block by block with `predict` and returns the full
@@ -205,8 +299,8 @@ fn read_block(
 pub fn predict_blockwise<F, E>(
     input: ArrayViewD<f32>,
     spec: &BlockSpec,
-    mut predict: F,
-    mut progress: Option<&mut dyn FnMut(usize, usize)>,
+    predict: F,
+    progress: Option<&mut dyn FnMut(usize, usize)>,
 ) -> Result<ArrayD<f32>, ValidatorError>
 where
     F: FnMut(ArrayViewD<f32>) -> Result<ArrayD<f32>, E>,
@@ -219,28 +313,106 @@ where
         });
     }
     let spatial = input.shape()[1..].to_vec();
-    spec.check(&spatial)?;
-    let in_block = spec.input_block();
-    let starts = block_starts(&spatial, &spec.output_block);
-    let total = starts.len();
     let mut output: Option<ArrayD<f32>> = None;
-    for (index, start) in starts.iter().enumerate() {
+    predict_blockwise_with(
+        input.len_of(Axis(0)),
+        &spatial,
+        spec,
+        |lo: &[usize], len: &[usize]| {
+            let region = input.slice_each_axis(|ax| match ax.axis.index() {
+                0 => Slice::from(..),
+                i => Slice::from(lo[i - 1]..lo[i - 1] + len[i - 1]),
+            });
+            Ok::<_, std::convert::Infallible>(region.to_owned())
+        },
+        predict,
+        |begin: &[usize], block: ArrayViewD<f32>| {
+            let out = output.get_or_insert_with(|| {
+                let mut shape = vec![block.len_of(Axis(0))];
+                shape.extend(&spatial);
+                ArrayD::zeros(IxDyn(&shape))
+            });
+            out.slice_each_axis_mut(|ax| match ax.axis.index() {
+                0 => Slice::from(..),
+                i => Slice::from(begin[i - 1]..begin[i - 1] + block.len_of(ax.axis)),
+            })
+            .assign(&block);
+            Ok::<_, std::convert::Infallible>(())
+        },
+        progress,
+    )?;
+    output.ok_or_else(|| ValidatorError::BlockSpec("no block to predict".into()))
+}
+
+/// Blockwise prediction that streams: input regions come from `read`, output regions go to
+/// `write`, so neither the whole input nor the whole output needs to be in memory.
+///
+/// The input has `channels` channels and spatial shape `spatial`. `read(begin, shape)` returns
+/// the in-bounds input region `(channels, shape...)` at `begin`; `write(begin, block)` receives
+/// each output region `(out_c, region...)` once, and the regions tile the output exactly.
+/// `predict` and `progress` are as for [`predict_blockwise`]. Returns the number of output
+/// channels.
+pub fn predict_blockwise_with<R, RE, F, E, W, WE>(
+    channels: usize,
+    spatial: &[usize],
+    spec: &BlockSpec,
+    mut read: R,
+    mut predict: F,
+    mut write: W,
+    mut progress: Option<&mut dyn FnMut(usize, usize)>,
+) -> Result<usize, ValidatorError>
+where
+    R: FnMut(&[usize], &[usize]) -> Result<ArrayD<f32>, RE>,
+    RE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: FnMut(ArrayViewD<f32>) -> Result<ArrayD<f32>, E>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    W: FnMut(&[usize], ArrayViewD<f32>) -> Result<(), WE>,
+    WE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    spec.check(spatial)?;
+    if channels == 0 {
+        return Err(ValidatorError::Prediction {
+            shape: spatial.to_vec(),
+            reason: "the input has no channel".into(),
+        });
+    }
+    let in_block = spec.input_block();
+    let blocks = plan(spatial, spec);
+    let total = blocks.len();
+    let mut out_channels = None;
+    for (index, block) in blocks.iter().enumerate() {
+        let start: Vec<usize> = block.iter().map(|b| b.start).collect();
+        let io_error = |action: &'static str, e: Box<dyn std::error::Error + Send + Sync>| {
+            ValidatorError::BlockIo {
+                index,
+                offset: start.clone(),
+                action,
+                source: e,
+            }
+        };
         let origin: Vec<isize> = start
             .iter()
             .zip(&spec.context)
             .map(|(&s, &c)| s as isize - c as isize)
             .collect();
-        let block = read_block(&input, &origin, &in_block, spec.padding);
-        let predicted = predict(block.view()).map_err(|e| ValidatorError::Predict {
+        let mut read_dyn = |lo: &[usize], len: &[usize]| read(lo, len).map_err(Into::into);
+        let input = read_block(
+            channels,
+            spatial,
+            &origin,
+            &in_block,
+            spec.padding,
+            &mut read_dyn,
+        )
+        .map_err(|e| io_error("reading", e))?;
+        let predicted = predict(input.view()).map_err(|e| ValidatorError::Predict {
             index,
             offset: start.clone(),
             source: e.into(),
         })?;
         let shape_ok = predicted.ndim() == spatial.len() + 1
             && predicted.shape()[1..] == spec.output_block[..]
-            && output
-                .as_ref()
-                .is_none_or(|o| o.len_of(Axis(0)) == predicted.len_of(Axis(0)));
+            && out_channels.is_none_or(|c| c == predicted.len_of(Axis(0)));
         if !shape_ok {
             return Err(ValidatorError::BlockOutputShape {
                 index,
@@ -249,29 +421,21 @@ where
                 expected: spec.output_block.clone(),
             });
         }
-        let out = output.get_or_insert_with(|| {
-            let mut shape = vec![predicted.len_of(Axis(0))];
-            shape.extend(&spatial);
-            ArrayD::zeros(IxDyn(&shape))
-        });
-        // Crop to the array: only blocks of axes shorter than one block run over the edge.
-        let extent: Vec<usize> = (0..spatial.len())
-            .map(|a| spec.output_block[a].min(spatial[a] - start[a]))
-            .collect();
-        let source = predicted.slice_each_axis(|ax| match ax.axis.index() {
+        out_channels = Some(predicted.len_of(Axis(0)));
+        let region = predicted.slice_each_axis(|ax| match ax.axis.index() {
             0 => Slice::from(..),
-            i => Slice::from(0..extent[i - 1]),
+            i => {
+                let b = block[i - 1];
+                Slice::from(b.write_lo - b.start..b.write_hi - b.start)
+            }
         });
-        out.slice_each_axis_mut(|ax| match ax.axis.index() {
-            0 => Slice::from(..),
-            i => Slice::from(start[i - 1]..start[i - 1] + extent[i - 1]),
-        })
-        .assign(&source);
+        let begin: Vec<usize> = block.iter().map(|b| b.write_lo).collect();
+        write(&begin, region).map_err(|e| io_error("writing", e.into()))?;
         if let Some(report) = progress.as_mut() {
             report(index + 1, total);
         }
     }
-    output.ok_or_else(|| ValidatorError::BlockSpec("no block to predict".into()))
+    out_channels.ok_or_else(|| ValidatorError::BlockSpec("no block to predict".into()))
 }
 
 #[cfg(test)]
@@ -354,11 +518,7 @@ mod tests {
 
     fn check(shape: &[usize], block: &[usize], context: &[usize], padding: Padding) {
         let x = input(shape);
-        let spec = BlockSpec {
-            output_block: block.to_vec(),
-            context: context.to_vec(),
-            padding,
-        };
+        let spec = BlockSpec::new(block.to_vec(), context.to_vec()).with_padding(padding);
         let in_block = spec.input_block();
         let mut calls = 0;
         let mut reported = Vec::new();
@@ -404,6 +564,111 @@ mod tests {
     fn equals_whole_array_3d() {
         check(&[1, 7, 6, 5], &[3, 4, 2], &[1, 1, 1], Padding::Reflect);
         check(&[2, 5, 6, 7], &[2, 3, 4], &[1, 2, 1], Padding::Zero);
+    }
+
+    /// A pooling-like operator whose output depends on the block's origin: output voxel `j`
+    /// (local) is the max of the 2×2 input cell that contains it on a grid anchored at the
+    /// block's output origin, read with margin `context` (>= 1).
+    fn cell_max(input: ArrayViewD<f32>, context: usize) -> ArrayD<f32> {
+        let out: Vec<usize> = input.shape()[1..].iter().map(|n| n - 2 * context).collect();
+        ArrayD::from_shape_fn(IxDyn(&[1, out[0], out[1]]), |idx| {
+            let (i, j) = (idx[1] / 2 * 2 + context, idx[2] / 2 * 2 + context);
+            let mut m = f32::NEG_INFINITY;
+            for (a, b) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                m = m.max(input[[0, i + a, j + b]]);
+            }
+            m
+        })
+    }
+
+    #[test]
+    fn grid_alignment_keeps_pooling_phase() {
+        let context = 1;
+        for (shape, block) in [
+            ([1, 11, 9], [4, 4]),
+            ([1, 13, 10], [5, 3]),
+            ([1, 7, 16], [6, 6]),
+            ([1, 3, 17], [5, 5]),
+        ] {
+            let x = input(&shape);
+            let spec = BlockSpec::new(block.to_vec(), vec![context; 2]).with_grid(vec![2, 2]);
+            let mut writes = Vec::new();
+            let mut out = ArrayD::<f32>::from_elem(IxDyn(&shape), f32::NAN);
+            let channels = predict_blockwise_with(
+                1,
+                &shape[1..],
+                &spec,
+                |lo: &[usize], len: &[usize]| {
+                    Ok::<_, std::convert::Infallible>(
+                        x.slice_each_axis(|ax| match ax.axis.index() {
+                            0 => Slice::from(..),
+                            i => Slice::from(lo[i - 1]..lo[i - 1] + len[i - 1]),
+                        })
+                        .to_owned(),
+                    )
+                },
+                |b: ArrayViewD<f32>| Ok::<_, std::convert::Infallible>(cell_max(b, context)),
+                |begin: &[usize], b: ArrayViewD<f32>| {
+                    writes.push((begin.to_vec(), b.shape().to_vec()));
+                    let mut region = out.slice_each_axis_mut(|ax| match ax.axis.index() {
+                        0 => Slice::from(..),
+                        i => Slice::from(begin[i - 1]..begin[i - 1] + b.len_of(ax.axis)),
+                    });
+                    // Each voxel is written once.
+                    assert!(region.iter().all(|v| v.is_nan()));
+                    region.assign(&b);
+                    Ok::<_, std::convert::Infallible>(())
+                },
+                None,
+            )
+            .unwrap();
+            assert_eq!(channels, 1);
+            assert_eq!(writes.len(), block_count(&shape[1..], &spec));
+            // Reference: cells on the global grid of the array padded by `context + 2` (the
+            // last block may read up to one voxel past the edge plus its context).
+            let padded = pad(&x, &[context + 2, context + 2], Padding::Reflect);
+            for idx in ndarray::indices(IxDyn(&shape)) {
+                let (i, j) = (idx[1], idx[2]);
+                let mut m = f32::NEG_INFINITY;
+                for (a, b) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    m = m
+                        .max(padded[[0, i / 2 * 2 + a + context + 2, j / 2 * 2 + b + context + 2]]);
+                }
+                assert_eq!(out[[0, i, j]], m, "{shape:?} {block:?} at {i},{j}");
+            }
+        }
+    }
+
+    #[test]
+    fn grid_steps() {
+        let blocks = |len, block, grid| {
+            axis_blocks(len, block, grid)
+                .iter()
+                .map(|b| (b.start, b.write_lo, b.write_hi))
+                .collect::<Vec<_>>()
+        };
+        // Step 4 (5 rounded down to the grid of 2); the last block starts at 10 >= 15 - 5.
+        assert_eq!(
+            blocks(15, 5, 2),
+            vec![(0, 0, 5), (4, 5, 9), (8, 9, 13), (10, 13, 15)]
+        );
+        // 15 - 4 = 11 is rounded up to 12: the last block runs over the edge by one voxel.
+        assert_eq!(
+            blocks(15, 4, 2),
+            vec![(0, 0, 4), (4, 4, 8), (8, 8, 12), (12, 12, 15)]
+        );
+        assert_eq!(blocks(3, 8, 4), vec![(0, 0, 3)]);
+        assert_eq!(blocks(10, 4, 1), vec![(0, 0, 4), (4, 4, 8), (6, 8, 10)]);
+        let spec = BlockSpec::new(vec![1, 4], vec![0, 0]).with_grid(vec![2, 2]);
+        let x = input(&[1, 4, 4]);
+        let e = predict_blockwise(
+            x.view(),
+            &spec,
+            |b: ArrayViewD<f32>| Ok::<_, std::convert::Infallible>(b.to_owned()),
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("smaller than the grid"), "{e}");
     }
 
     #[test]

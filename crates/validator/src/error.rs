@@ -70,6 +70,18 @@ pub enum ValidatorError {
         /// Expected spatial shape (the output block shape).
         expected: Vec<usize>,
     },
+    /// Reading an input block or writing an output block failed.
+    #[error("{action} block {index} at output offset {offset:?} failed: {source}")]
+    BlockIo {
+        /// Index of the block in processing order.
+        index: usize,
+        /// Output-space start of the block.
+        offset: Vec<usize>,
+        /// `reading` or `writing`.
+        action: &'static str,
+        /// The underlying error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The block predictor failed.
     #[error("predicting block {index} at output offset {offset:?} failed: {source}")]
     Predict {
@@ -80,6 +92,37 @@ pub enum ValidatorError {
         /// The predictor's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A validation dataset that cannot be predicted or scored.
+    #[error("validation dataset {dataset:?}: {message}")]
+    Dataset {
+        /// The dataset's name.
+        dataset: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A run that cannot be validated or predicted with as asked.
+    #[error("run `{run}`: {message}")]
+    Run {
+        /// The run.
+        run: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// Reading or writing arrays failed.
+    #[error(transparent)]
+    Data(#[from] dacapo_data::DataError),
+    /// The network could not be built or run.
+    #[error(transparent)]
+    Model(#[from] dacapo_models::ModelError),
+    /// Loading a checkpoint or other trainer-side work failed.
+    #[error(transparent)]
+    Trainer(#[from] dacapo_trainer::TrainerError),
+    /// A store operation failed.
+    #[error(transparent)]
+    Store(#[from] dacapo_store::StoreError),
+    /// Scores that do not fit the run's validation metadata.
+    #[error(transparent)]
+    Core(#[from] dacapo_core::CoreError),
     /// An error of the ndimage operations (affinity agglomeration inputs).
     #[error(transparent)]
     Ndimage(#[from] dacapo_ndimage::NdimageError),

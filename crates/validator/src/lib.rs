@@ -8,5 +8,11 @@ pub mod blockwise;
 mod error;
 pub mod evaluate;
 pub mod postprocess;
+pub mod predict;
+pub mod revalidate;
+pub mod run;
 
 pub use error::ValidatorError;
+pub use predict::{PredictJob, PredictSummary, ZarrPath, predict_zarr};
+pub use revalidate::{Checkpoints, RevalidateOptions, RevalidateSummary, revalidate};
+pub use run::{RunValidator, ValidatorOptions};

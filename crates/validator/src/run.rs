@@ -1,0 +1,534 @@
+//! Validation of a run's checkpoints: [`RunValidator`] predicts every validation dataset
+//! blockwise, writes the prediction next to the run, post-processes it for every parameter set
+//! and scores every criterion; it implements the trainer's [`Validate`] hook.
+//!
+//! Predictions go to `<root>/<run>/validation/<N>/<dataset>.zarr` (array `prediction`,
+//! `(channels, spatial...)` `f32` with raw's voxel size and offset) and are deleted with the
+//! checkpoints that retention removes unless `validation.keep_predictions` is set.
+//!
+//! Scores are computed over the part of gt that lies inside raw. With a mask, voxels outside
+//! it are ignored: they are background in both the segmentation and gt, so they count as true
+//! negatives for the binary criteria (only `fpr` sees them) and not at all for the instance
+//! criteria (which ignore gt background).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dacapo_core::config::{ArchitectureConfig, RunConfig};
+use dacapo_core::{Criterion, ParameterSet, Score, ValidationIterationScores, ValidationMeta};
+use dacapo_data::{Dataset, OpenOptions, WriteOptions, ensure_synthetic, write_array};
+use dacapo_models::{Padding as NetPadding, Task, UNet, UNetConfig};
+use dacapo_trainer::Validate;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use ndarray::{ArrayD, ArrayViewD, Axis, Slice, Zip};
+use rayon::prelude::*;
+
+use crate::ValidatorError;
+use crate::blockwise::{BlockSpec, block_count, predict_blockwise};
+use crate::postprocess::{Parameters, PostProcessor, Segmentation};
+
+/// Name of the directory of validation predictions inside a run's directory.
+pub const PREDICTIONS_DIR: &str = "validation";
+/// Array path of a prediction inside its `<dataset>.zarr` container.
+pub const PREDICTION_ARRAY: &str = "prediction";
+/// Default spatial input block of 2D networks (per axis), used without `validation.block_shape`.
+pub const DEFAULT_BLOCK_2D: usize = 512;
+/// Default spatial input block of 3D networks (per axis), used without `validation.block_shape`.
+pub const DEFAULT_BLOCK_3D: usize = 128;
+/// Default memory budget of the post-processing of one dataset: parameter sets run in
+/// parallel as long as their estimated working sets fit in it.
+pub const DEFAULT_POSTPROCESS_MEMORY: u64 = 2 << 30;
+/// Estimated bytes per voxel of post-processing and scoring one parameter set (labels, masks,
+/// the two distance maps of the Hausdorff distance), besides one byte per channel.
+const POSTPROCESS_BYTES_PER_VOXEL: u64 = 48;
+/// Validation arrays up to this size (raw f32 + gt u64 + mask) stay in memory between
+/// validations; larger ones are read again each time.
+const KEEP_IN_MEMORY_BYTES: u64 = 1 << 30;
+
+/// How blocks are laid out for a network: the [`BlockSpec`] and how much of each side of the
+/// network's output to crop (non-zero only for `same`-padded networks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkBlocks {
+    /// Block geometry for [`predict_blockwise`].
+    pub spec: BlockSpec,
+    /// Voxels cropped from each side of the network output per axis to get `spec.output_block`.
+    pub crop: Vec<usize>,
+}
+
+/// The default spatial input block for a `dims`-dimensional network.
+pub fn default_block_shape(dims: usize) -> Vec<usize> {
+    let edge = if dims >= 3 {
+        DEFAULT_BLOCK_3D
+    } else {
+        DEFAULT_BLOCK_2D
+    };
+    vec![edge; dims]
+}
+
+/// The block layout of `net` for an array of spatial shape `spatial`, with input blocks close
+/// to `input_block` (default [`default_block_shape`]).
+///
+/// The input block is shrunk to what the whole array needs, grown so the output block is at
+/// least one pooling grid cell, then rounded up to a size the network accepts. Block starts
+/// are aligned to the network's total downsampling factor so blocks tile without seams. A
+/// `same`-padded network gets the margins of its `valid` twin and its output is cropped, since
+/// its zero padding would otherwise show at every block edge.
+pub fn network_blocks(
+    net: &UNetConfig,
+    input_block: Option<&[usize]>,
+    spatial: &[usize],
+) -> Result<NetworkBlocks, ValidatorError> {
+    let dims = net.dims;
+    let requested = input_block
+        .map(<[usize]>::to_vec)
+        .unwrap_or_else(|| default_block_shape(dims));
+    for (what, list) in [
+        ("block shape", &requested),
+        ("array shape", &spatial.to_vec()),
+    ] {
+        if list.len() != dims {
+            return Err(ValidatorError::AxisCount {
+                what: what.into(),
+                got: list.len(),
+                expected: dims,
+            });
+        }
+    }
+    let grid: Vec<usize> = (0..dims)
+        .map(|a| net.downsample_factors.iter().map(|f| f[a]).product())
+        .collect();
+    let mut valid_twin = net.clone();
+    valid_twin.padding = NetPadding::Valid;
+    let context = valid_twin.context()?;
+    let want: Vec<usize> = (0..dims)
+        .map(|a| {
+            requested[a]
+                .min(spatial[a] + 2 * context[a])
+                .max(grid[a] + 2 * context[a])
+        })
+        .collect();
+    let input = net.valid_input_shape(&want)?;
+    let output = net.output_shape(&input)?;
+    let crop: Vec<usize> = match net.padding {
+        NetPadding::Valid => vec![0; dims],
+        NetPadding::Same => context.clone(),
+    };
+    let output_block: Vec<usize> = (0..dims).map(|a| output[a] - 2 * crop[a]).collect();
+    // For a valid network `input - output` is the same for every accepted input size.
+    let margin: Vec<usize> = (0..dims)
+        .map(|a| (input[a] - output_block[a]) / 2)
+        .collect();
+    Ok(NetworkBlocks {
+        spec: BlockSpec::new(output_block, margin).with_grid(grid),
+        crop,
+    })
+}
+
+/// Predicts `input` (`(c, spatial...)`, normalised) with `model` block by block; returns the
+/// activated prediction `(out_c, spatial...)`. `progress` is called with `(done, total)` blocks.
+pub fn predict_array(
+    model: &UNet,
+    task: &Task,
+    input: ArrayViewD<f32>,
+    blocks: &NetworkBlocks,
+    progress: Option<&mut dyn FnMut(usize, usize)>,
+) -> Result<ArrayD<f32>, ValidatorError> {
+    predict_blockwise(
+        input,
+        &blocks.spec,
+        |block: ArrayViewD<f32>| predict_block(model, task, block, &blocks.crop),
+        progress,
+    )
+}
+
+/// One network call on a `(c, input_block...)` block, cropped by `crop` on each side.
+pub(crate) fn predict_block(
+    model: &UNet,
+    task: &Task,
+    block: ArrayViewD<f32>,
+    crop: &[usize],
+) -> Result<ArrayD<f32>, dacapo_models::ModelError> {
+    let batch = block.insert_axis(Axis(0)).as_standard_layout().into_owned();
+    let out = model.predict(task, &batch)?.index_axis_move(Axis(0), 0);
+    if crop.iter().all(|&c| c == 0) {
+        return Ok(out);
+    }
+    Ok(out
+        .slice_each_axis(|ax| match ax.axis.index() {
+            0 => Slice::from(..),
+            i => Slice::from(crop[i - 1]..ax.len - crop[i - 1]),
+        })
+        .to_owned())
+}
+
+/// A progress bar of `total` blocks nested in `multi`.
+pub(crate) fn block_bar(multi: &MultiProgress, total: usize, prefix: String) -> ProgressBar {
+    let bar = multi.add(ProgressBar::new(total as u64));
+    bar.set_style(
+        ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} blocks  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix);
+    bar
+}
+
+/// The arrays of one validation dataset that are scored.
+#[derive(Debug)]
+struct Loaded {
+    /// Normalised raw, `(c, spatial...)`.
+    raw: ArrayD<f32>,
+    /// Start (raw voxels) of the scored region: gt ∩ raw.
+    begin: Vec<usize>,
+    /// Shape of the scored region.
+    shape: Vec<usize>,
+    /// gt over the scored region, 0 where the mask is false.
+    gt: ArrayD<u64>,
+    /// Where voxels are scored (`None`: everywhere in the region).
+    mask: Option<ArrayD<bool>>,
+}
+
+/// A validation dataset, with its arrays once read.
+#[derive(Debug)]
+struct ValidationData {
+    dataset: Dataset,
+    loaded: Option<Arc<Loaded>>,
+}
+
+impl ValidationData {
+    /// The dataset's arrays, read now or kept from an earlier validation.
+    fn load(&mut self) -> Result<Arc<Loaded>, ValidatorError> {
+        if let Some(l) = &self.loaded {
+            return Ok(Arc::clone(l));
+        }
+        let d = &self.dataset;
+        let raw = d.raw()?;
+        let raw_shape = d.raw_shape();
+        let mut begin = Vec::with_capacity(raw_shape.len());
+        let mut shape = Vec::with_capacity(raw_shape.len());
+        for ((&n, &off), &g) in raw_shape.iter().zip(d.gt_offset()).zip(&d.gt_shape()) {
+            let lo = off.max(0);
+            let hi = (off + g as i64).min(n as i64);
+            if hi <= lo {
+                return Err(ValidatorError::Dataset {
+                    dataset: d.name().to_owned(),
+                    message: "gt does not overlap raw: nothing to score".into(),
+                });
+            }
+            begin.push(lo as usize);
+            shape.push((hi - lo) as usize);
+        }
+        let begin_i: Vec<i64> = begin.iter().map(|&b| b as i64).collect();
+        let mut gt = d.read_gt(&begin_i, &shape)?;
+        let mask = match d.mask_array() {
+            Some(_) => {
+                let m = d.read_valid(&begin_i, &shape)?;
+                Zip::from(&mut gt).and(&m).for_each(|g, &keep| {
+                    if !keep {
+                        *g = 0;
+                    }
+                });
+                Some(m)
+            }
+            None => None,
+        };
+        let loaded = Arc::new(Loaded {
+            raw,
+            begin,
+            shape,
+            gt,
+            mask,
+        });
+        let bytes = loaded.raw.len() as u64 * 4
+            + loaded.gt.len() as u64 * 8
+            + loaded.mask.as_ref().map_or(0, |m| m.len() as u64);
+        if bytes <= KEEP_IN_MEMORY_BYTES {
+            self.loaded = Some(Arc::clone(&loaded));
+        }
+        Ok(loaded)
+    }
+}
+
+/// Settings of a [`RunValidator`] beyond the run config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatorOptions {
+    /// Memory budget of the post-processing of one dataset (bytes).
+    pub postprocess_memory: u64,
+    /// Write predictions to `<root>/<run>/validation/<N>/<dataset>.zarr`.
+    pub write_predictions: bool,
+}
+
+impl Default for ValidatorOptions {
+    fn default() -> Self {
+        Self {
+            postprocess_memory: DEFAULT_POSTPROCESS_MEMORY,
+            write_predictions: true,
+        }
+    }
+}
+
+/// Validates checkpoints of one run on its validation datasets (see the module docs).
+#[derive(Debug)]
+pub struct RunValidator {
+    run: String,
+    root: PathBuf,
+    data: Vec<ValidationData>,
+    post: PostProcessor,
+    parameters: Vec<Parameters>,
+    criteria: Vec<(&'static str, bool)>,
+    block_shape: Option<Vec<usize>>,
+    keep_predictions: bool,
+    options: ValidatorOptions,
+}
+
+impl RunValidator {
+    /// The validator of `config` with default options.
+    pub fn new(config: &RunConfig) -> Result<Self, ValidatorError> {
+        Self::with_options(config, ValidatorOptions::default())
+    }
+
+    /// The validator of `config`: generates the synthetic data if configured and missing and
+    /// opens every validation dataset (their arrays are read at the first validation). A run
+    /// without validation datasets gets a validator whose [`meta`](Validate::meta) has none.
+    pub fn with_options(
+        config: &RunConfig,
+        options: ValidatorOptions,
+    ) -> Result<Self, ValidatorError> {
+        let ArchitectureConfig::Unet(arch) = &config.architecture;
+        let validate = &config.datasplit.validate;
+        if !validate.is_empty()
+            && let Some(synthetic) = &config.datasplit.synthetic
+        {
+            ensure_synthetic(synthetic)?;
+        }
+        let uncached = OpenOptions { cache_bytes: 0 };
+        let data = validate
+            .iter()
+            .map(|d| {
+                Ok(ValidationData {
+                    dataset: Dataset::open(d, arch.dims, &uncached)?,
+                    loaded: None,
+                })
+            })
+            .collect::<Result<Vec<_>, ValidatorError>>()?;
+        let post = PostProcessor::from_task(&config.task, arch.dims);
+        Ok(Self {
+            run: config.run.name.as_str().to_owned(),
+            root: config.stores.root.clone(),
+            data,
+            parameters: post.parameters(),
+            criteria: post.criteria(),
+            post,
+            block_shape: config.validation.block_shape.clone(),
+            keep_predictions: config.validation.keep_predictions,
+            options,
+        })
+    }
+
+    /// Names of the validation datasets.
+    pub fn datasets(&self) -> Vec<&str> {
+        self.data.iter().map(|d| d.dataset.name()).collect()
+    }
+
+    /// The post-processor whose parameters are swept.
+    pub fn post_processor(&self) -> &PostProcessor {
+        &self.post
+    }
+
+    /// Directory of the predictions of checkpoint `iteration`.
+    pub fn predictions_dir(&self, iteration: u64) -> PathBuf {
+        predictions_dir(&self.root, &self.run, iteration)
+    }
+
+    /// Scores of `model` (checkpoint `iteration`) on every validation dataset, with one
+    /// progress bar per dataset nested in `progress`.
+    pub fn validate_model(
+        &mut self,
+        iteration: u64,
+        model: &UNet,
+        task: &Task,
+        progress: &MultiProgress,
+    ) -> Result<ValidationIterationScores, ValidatorError> {
+        let mut scores = BTreeMap::new();
+        let dir = self.predictions_dir(iteration);
+        for i in 0..self.data.len() {
+            let loaded = self.data[i].load()?;
+            let dataset = &self.data[i].dataset;
+            let name = dataset.name().to_owned();
+            let spatial = &loaded.raw.shape()[1..];
+            let blocks = network_blocks(model.config(), self.block_shape.as_deref(), spatial)?;
+            let bar = block_bar(
+                progress,
+                block_count(spatial, &blocks.spec),
+                format!("validate {iteration} {name}"),
+            );
+            let mut report = |done: usize, _total: usize| bar.set_position(done as u64);
+            let prediction =
+                predict_array(model, task, loaded.raw.view(), &blocks, Some(&mut report)).map_err(
+                    |e| ValidatorError::Dataset {
+                        dataset: name.clone(),
+                        message: format!("prediction failed: {e}"),
+                    },
+                )?;
+            bar.finish_and_clear();
+            if self.options.write_predictions {
+                write_prediction(
+                    &dir.join(format!("{name}.zarr")),
+                    &prediction,
+                    dataset,
+                    iteration,
+                )?;
+            }
+            let region = prediction.slice_each_axis(|ax| match ax.axis.index() {
+                0 => Slice::from(..),
+                i => Slice::from(loaded.begin[i - 1]..loaded.begin[i - 1] + loaded.shape[i - 1]),
+            });
+            let per_parameter = self.score(region, &loaded, dataset.voxel_size())?;
+            scores.insert(name, per_parameter);
+        }
+        Ok(ValidationIterationScores { iteration, scores })
+    }
+
+    /// Post-processes `prediction` (the scored region) for every parameter set and scores it,
+    /// running as many parameter sets at once as the memory budget allows.
+    fn score(
+        &self,
+        prediction: ArrayViewD<f32>,
+        loaded: &Loaded,
+        voxel_size: &[f64],
+    ) -> Result<BTreeMap<String, BTreeMap<String, Score>>, ValidatorError> {
+        let voxels = loaded.gt.len() as u64;
+        let channels = prediction.len_of(Axis(0)) as u64;
+        let per_set = voxels
+            .saturating_mul(POSTPROCESS_BYTES_PER_VOXEL + channels)
+            .max(1);
+        let at_once = ((self.options.postprocess_memory / per_set) as usize)
+            .clamp(1, self.parameters.len().max(1));
+        let mut out = BTreeMap::new();
+        for wave in self.parameters.chunks(at_once) {
+            let results: Vec<Result<(String, BTreeMap<String, f64>), ValidatorError>> = wave
+                .par_iter()
+                .map(|p| {
+                    let mut seg = self.post.apply(prediction.view(), p)?;
+                    if let Some(mask) = &loaded.mask {
+                        mask_segmentation(&mut seg, mask);
+                    }
+                    Ok((p.id(), seg.evaluate(loaded.gt.view(), voxel_size)?))
+                })
+                .collect();
+            for r in results {
+                let (id, values) = r?;
+                let values = self
+                    .criteria
+                    .iter()
+                    .map(|(c, _)| {
+                        let v = values.get(*c).copied().unwrap_or(f64::NAN);
+                        ((*c).to_owned(), Score(v))
+                    })
+                    .collect();
+                out.insert(id, values);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Directory of the validation predictions of checkpoint `iteration` of `run` under `root`.
+pub fn predictions_dir(root: &Path, run: &str, iteration: u64) -> PathBuf {
+    root.join(run)
+        .join(PREDICTIONS_DIR)
+        .join(iteration.to_string())
+}
+
+/// Sets voxels outside `mask` to background in every part of `seg`.
+fn mask_segmentation(seg: &mut Segmentation, mask: &ArrayD<bool>) {
+    let clear_labels = |labels: &mut ArrayD<u64>| {
+        Zip::from(labels).and(mask).for_each(|l, &keep| {
+            if !keep {
+                *l = 0;
+            }
+        });
+    };
+    match seg {
+        Segmentation::Masks { masks, instances } => {
+            for mut channel in masks.outer_iter_mut() {
+                Zip::from(&mut channel).and(mask).for_each(|m, &keep| {
+                    if !keep {
+                        *m = false;
+                    }
+                });
+            }
+            clear_labels(instances);
+        }
+        Segmentation::Instances(labels) => clear_labels(labels),
+        Segmentation::Classes { classes, .. } => clear_labels(classes),
+    }
+}
+
+/// Writes `prediction` of `dataset` into the container `container` (replacing an older one).
+fn write_prediction(
+    container: &Path,
+    prediction: &ArrayD<f32>,
+    dataset: &Dataset,
+    iteration: u64,
+) -> Result<(), ValidatorError> {
+    let meta = dataset.raw_array().meta();
+    let spatial_names = &meta.axis_names[usize::from(meta.channel_axis)..];
+    let mut axis_names = vec!["c^".to_owned()];
+    axis_names.extend(spatial_names.iter().cloned());
+    let mut attributes = serde_json::Map::new();
+    attributes.insert("iteration".into(), serde_json::json!(iteration));
+    attributes.insert("dataset".into(), serde_json::json!(dataset.name()));
+    let opts = WriteOptions {
+        voxel_size: Some(meta.voxel_size.clone()),
+        offset: Some(meta.offset.clone()),
+        axis_names: Some(axis_names),
+        attributes,
+        overwrite: true,
+        ..WriteOptions::default()
+    };
+    write_array(container, PREDICTION_ARRAY, prediction, &opts)?;
+    Ok(())
+}
+
+impl Validate for RunValidator {
+    fn meta(&self) -> ValidationMeta {
+        if self.data.is_empty() {
+            return ValidationMeta::default();
+        }
+        ValidationMeta {
+            parameters: self.parameters.iter().map(ParameterSet::from).collect(),
+            datasets: self.datasets().into_iter().map(str::to_owned).collect(),
+            criteria: self
+                .criteria
+                .iter()
+                .map(|&(name, higher)| Criterion::new(name, higher))
+                .collect(),
+        }
+    }
+
+    fn validate(
+        &mut self,
+        iteration: u64,
+        model: &UNet,
+        task: &Task,
+        progress: &MultiProgress,
+    ) -> Result<ValidationIterationScores, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.validate_model(iteration, model, task, progress)?)
+    }
+
+    fn removed(&mut self, iterations: &[u64]) {
+        if self.keep_predictions {
+            return;
+        }
+        for &n in iterations {
+            let dir = self.predictions_dir(n);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("cannot delete predictions {}: {e}", dir.display()),
+            }
+        }
+    }
+}
