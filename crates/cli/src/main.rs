@@ -1,8 +1,10 @@
 //! `dacapo`: train, validate, predict, inspect and plot dacapo-rs runs.
 
 mod plot;
+mod predict;
 mod runs;
 mod train;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +37,10 @@ pub struct RootArg {
 enum Command {
     /// Train a run (resumes from its latest checkpoint if it exists).
     Train(train::TrainArgs),
+    /// Validate stored checkpoints of a run again, replacing their scores and best records.
+    Validate(validate::ValidateArgs),
+    /// Predict a whole zarr array with a stored checkpoint of a run.
+    Predict(predict::PredictArgs),
     /// List, show or remove runs.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -47,6 +53,8 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Train(args) => train::run(&args),
+        Command::Validate(args) => validate::run(&args),
+        Command::Predict(args) => predict::run(&args),
         Command::Runs(cmd) => runs::run(cmd),
         Command::Plot(args) => plot::run(&args),
     };

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use dacapo_core::RunConfig;
 use dacapo_core::config::Backend;
-use dacapo_trainer::{NoValidation, Stores, TrainOptions, frozen_config_path};
+use dacapo_trainer::{Stores, TrainOptions, frozen_config_path};
 
 use crate::RootArg;
 
@@ -78,7 +78,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     };
     let stores = Stores::local(&config);
     let run = config.run.name.clone();
-    let summary = dacapo_trainer::train(&config, &stores, &options, &mut NoValidation)
+    let mut validator = dacapo_validator::RunValidator::new(&config)?;
+    let summary = dacapo_trainer::train(&config, &stores, &options, &mut validator)
         .with_context(|| format!("training run `{run}` failed"))?;
     let loss = summary
         .last_loss

@@ -1,0 +1,192 @@
+//! `dacapo predict`: predict a whole zarr array with a stored checkpoint of a run, blockwise.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use dacapo_core::config::Backend;
+use dacapo_data::{Normalizer, ZarrArray};
+use dacapo_trainer::{Stores, backend, build_model, load_best, load_weights};
+use dacapo_validator::{PredictJob, ZarrPath, predict_zarr};
+use indicatif::{MultiProgress, ProgressDrawTarget};
+
+use crate::RootArg;
+use crate::validate::load_frozen;
+
+/// Output array path when `--output` names only a container.
+const DEFAULT_OUTPUT_ARRAY: &str = "prediction";
+
+/// Arguments of `dacapo predict`.
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    /// The run whose network predicts.
+    #[arg(long)]
+    pub run: String,
+    /// Use the weights of this checkpoint.
+    #[arg(long, required_unless_present = "best", conflicts_with = "best")]
+    pub iteration: Option<u64>,
+    /// Use the best checkpoint for a validation dataset and criterion, e.g. `val/dice`.
+    #[arg(long, value_name = "DATASET/CRITERION")]
+    pub best: Option<String>,
+    /// Input array, e.g. `data/cells.zarr/raw`. It is normalised like the run's first training
+    /// dataset: with `percentile` (the default) from the input's own percentiles, with `range`
+    /// by the same min/max, with `none` not at all.
+    #[arg(long, value_name = "ZARR/ARRAY")]
+    pub input: String,
+    /// Output container, optionally with an array path (default array `prediction`); written
+    /// as float32 `(channels, spatial...)` with the input's voxel size and offset.
+    #[arg(long, value_name = "ZARR[/ARRAY]")]
+    pub output: String,
+    #[command(flatten)]
+    pub root: RootArg,
+    /// Compute backend, overriding `run.backend` (flex, wgpu, cuda, tch).
+    #[arg(long)]
+    pub backend: Option<Backend>,
+    /// Spatial input block per network call, e.g. `512,512` (default: the run's
+    /// `validation.block_shape`, else 512² in 2D and 128³ in 3D).
+    #[arg(long, value_delimiter = ',')]
+    pub block_shape: Option<Vec<usize>>,
+    /// Replace an existing output array.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Splits `--best DATASET/CRITERION`.
+fn parse_best(text: &str) -> Result<(&str, &str)> {
+    match text.split_once('/') {
+        Some((d, c)) if !d.is_empty() && !c.is_empty() && !c.contains('/') => Ok((d, c)),
+        _ => bail!("--best expects DATASET/CRITERION, e.g. `--best val/dice`; got {text:?}"),
+    }
+}
+
+/// The `DATASET/CRITERION` pairs that have best records in `run_dir`, for error hints.
+fn available_best(run_dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let dataset = entry.file_name().to_string_lossy().into_owned();
+        if dataset == "checkpoints" || !entry.path().is_dir() {
+            continue;
+        }
+        let Ok(records) = std::fs::read_dir(entry.path()) else {
+            continue;
+        };
+        for r in records.flatten() {
+            let name = r.file_name().to_string_lossy().into_owned();
+            if let Some(criterion) = name.strip_suffix(".json")
+                && !name.starts_with('.')
+            {
+                out.push(format!("{dataset}/{criterion}"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs `dacapo predict`.
+pub fn run(args: &PredictArgs) -> Result<()> {
+    let root = &args.root.root;
+    let config = load_frozen(root, &args.run)?;
+    let run = config.run.name.as_str();
+    let input_path = ZarrPath::parse(&args.input).map_err(anyhow::Error::msg)?;
+    let Some(input_array) = input_path.array.as_deref() else {
+        bail!(
+            "--input {:?} names a container but no array: use CONTAINER.zarr/ARRAY",
+            args.input
+        );
+    };
+    let output_path = ZarrPath::parse(&args.output).map_err(anyhow::Error::msg)?;
+    let output_array = output_path.array.as_deref().unwrap_or(DEFAULT_OUTPUT_ARRAY);
+    let best = args.best.as_deref().map(parse_best).transpose()?;
+
+    let stores = Stores::local(&config);
+    backend::set_cpu_threads(config.run.threads);
+    let device = backend::device(args.backend.unwrap_or(config.run.backend))?;
+    let (model, task) = build_model(&config, &device)?;
+    let (model, source) = match (best, args.iteration) {
+        (Some((dataset, criterion)), _) => {
+            let (model, record) = load_best(&*stores.weights, run, dataset, criterion, model)
+                .map_err(|e| {
+                    let available = available_best(&root.join(run));
+                    anyhow::anyhow!(
+                        "{e}; best records of run `{run}`: {}",
+                        if available.is_empty() {
+                            "none (validate the run first: `dacapo validate --run NAME`)".to_owned()
+                        } else {
+                            available.join(", ")
+                        }
+                    )
+                })?;
+            (
+                model,
+                format!(
+                    "checkpoint {} (best {dataset}/{criterion} = {:.4} with {})",
+                    record.iteration, record.value, record.parameter
+                ),
+            )
+        }
+        (None, Some(n)) => {
+            let stored = stores.weights.iterations(run)?;
+            if !stored.contains(&n) {
+                bail!(
+                    "run `{run}` has no committed checkpoint {n}; stored checkpoints: {}",
+                    if stored.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        format!("{stored:?}")
+                    }
+                );
+            }
+            let (model, _) = load_weights(&*stores.weights, run, n, model)?;
+            (model, format!("checkpoint {n}"))
+        }
+        (None, None) => bail!("give --iteration N or --best DATASET/CRITERION"),
+    };
+
+    let dims = model.config().dims;
+    let input = ZarrArray::open(&input_path.container, input_array, Some(dims))?;
+    let normalize = config
+        .datasplit
+        .train
+        .first()
+        .map(|d| d.normalize)
+        .unwrap_or_default();
+    let normalizer = Normalizer::compute(&input, normalize)?;
+    let block_shape = args
+        .block_shape
+        .clone()
+        .or_else(|| config.validation.block_shape.clone());
+    let multi = MultiProgress::with_draw_target(if args.no_progress {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    let job = PredictJob {
+        model: &model,
+        task: &task,
+        input: &input,
+        normalizer,
+        output_container: &output_path.container,
+        output_array,
+        block_shape: block_shape.as_deref(),
+        overwrite: args.overwrite,
+    };
+    let summary = predict_zarr(&job, &multi)
+        .with_context(|| format!("predicting {} with run `{run}` failed", args.input))?;
+    eprintln!(
+        "predicted {} with run `{run}` {source}: wrote {:?} to {}/{output_array} ({} blocks of \
+         {:?}, {:.1} s)",
+        args.input,
+        summary.shape,
+        output_path.container.display(),
+        summary.blocks,
+        summary.input_block,
+        summary.seconds
+    );
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! `dacapo validate`: validate stored checkpoints of a run again, replacing their scores and
+//! updating the best records.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use dacapo_core::RunConfig;
+use dacapo_core::config::Backend;
+use dacapo_trainer::{Stores, frozen_config_path};
+use dacapo_validator::{Checkpoints, RevalidateOptions, revalidate};
+
+use crate::RootArg;
+
+/// Criteria shown in the summary when the task reports them (all are stored).
+const SHOWN: [&str; 4] = ["f1", "dice", "voi", "adapted_rand_error"];
+
+/// Arguments of `dacapo validate`.
+#[derive(clap::Args, Debug)]
+pub struct ValidateArgs {
+    /// The run (its frozen config `<root>/<run>/run.toml` says what to validate on).
+    #[arg(long)]
+    pub run: String,
+    /// Validate this checkpoint (default: the latest).
+    #[arg(long, conflicts_with = "all")]
+    pub iteration: Option<u64>,
+    /// Validate every stored checkpoint.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub root: RootArg,
+    /// Compute backend, overriding `run.backend` (flex, wgpu, cuda, tch).
+    #[arg(long)]
+    pub backend: Option<Backend>,
+    /// No progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// The frozen config of `run` under `root`, with `stores.root` set to `root`.
+///
+/// Relative data paths in it are relative to the working directory, as when it was trained.
+pub fn load_frozen(root: &Path, run: &str) -> Result<RunConfig> {
+    dacapo_core::validate_name("run", run)?;
+    let path = frozen_config_path(root, run);
+    if !path.exists() {
+        bail!(
+            "unknown run `{run}`: no frozen config at {}; check the name and --root (`dacapo \
+             runs ls --root {}`)",
+            path.display(),
+            root.display()
+        );
+    }
+    let mut config = RunConfig::load(&path)?;
+    config.stores.root = root.to_owned();
+    Ok(config)
+}
+
+/// Runs `dacapo validate`.
+pub fn run(args: &ValidateArgs) -> Result<()> {
+    let config = load_frozen(&args.root.root, &args.run)?;
+    let which = match (args.iteration, args.all) {
+        (Some(n), _) => Checkpoints::Iteration(n),
+        (None, true) => Checkpoints::All,
+        (None, false) => Checkpoints::Latest,
+    };
+    let options = RevalidateOptions {
+        backend: args.backend,
+        progress: !args.no_progress,
+        ..RevalidateOptions::default()
+    };
+    let stores = Stores::local(&config);
+    let summary = revalidate(&config, &stores, which, &options)
+        .with_context(|| format!("validating run `{}` failed", args.run))?;
+    let known = summary.scores.criteria();
+    let criteria: Vec<&str> = SHOWN.into_iter().filter(|c| known.contains(c)).collect();
+    for s in &summary.validated {
+        for dataset in s.scores.keys() {
+            let mut parts = Vec::new();
+            for &criterion in &criteria {
+                let sub = summary.scores.subscores([s.clone()])?;
+                if let Some(best) = sub.best(dataset, criterion) {
+                    parts.push(format!(
+                        "{criterion} {:.4} ({})",
+                        best.value, best.parameter
+                    ));
+                }
+            }
+            println!(
+                "checkpoint {} on {dataset}: {}",
+                s.iteration,
+                if parts.is_empty() {
+                    "no finite score".to_owned()
+                } else {
+                    parts.join(", ")
+                }
+            );
+        }
+    }
+    for r in &summary.best_updated {
+        println!(
+            "best {}/{}: checkpoint {} ({}, {:.4})",
+            r.dataset, r.criterion, r.iteration, r.parameter, r.value
+        );
+    }
+    if summary.best_updated.is_empty() {
+        println!("best records unchanged");
+    }
+    Ok(())
+}
