@@ -230,14 +230,17 @@ fn source_index(i: isize, n: usize, padding: Padding) -> Option<usize> {
 
 /// The input block `(c, size...)` whose spatial origin is `origin` (may be negative), built
 /// from one in-bounds region read through `read(begin, shape)` (which returns `(c, shape...)`).
-fn read_block<E>(
+fn read_block<R, E>(
     channels: usize,
     spatial: &[usize],
     origin: &[isize],
     size: &[usize],
     padding: Padding,
-    read: &mut dyn FnMut(&[usize], &[usize]) -> Result<ArrayD<f32>, E>,
-) -> Result<ArrayD<f32>, E> {
+    read: &mut R,
+) -> Result<ArrayD<f32>, E>
+where
+    R: FnMut(&[usize], &[usize]) -> Result<ArrayD<f32>, E>,
+{
     let mut shape = vec![channels];
     shape.extend(size);
     let mut block = ArrayD::<f32>::zeros(IxDyn(&shape));

@@ -1,8 +1,14 @@
 //! Validation of dacapo-rs runs: blockwise prediction over whole arrays, post-processing sweeps
 //! over parameter sets, and evaluation of segmentations against ground truth.
 //!
-//! The [`blockwise`], [`postprocess`] and [`evaluate`] modules work on CPU `ndarray` arrays and
-//! do not depend on burn.
+//! - [`blockwise`], [`postprocess`] and [`evaluate`] work on CPU `ndarray` arrays and do not
+//!   touch burn: block tiling on the network's pooling grid, parameter sweeps, criteria.
+//! - [`run`]: [`RunValidator`], the trainer's [`Validate`](dacapo_trainer::Validate) hook for a
+//!   run config: blockwise prediction of each validation dataset with the model, predictions
+//!   written to `<root>/<run>/validation/<N>/<dataset>.zarr`, scores per parameter set and
+//!   criterion.
+//! - [`revalidate`]: `dacapo validate`, re-scoring stored checkpoints and best records.
+//! - [`predict`]: `dacapo predict`, a whole zarr array streamed block by block to a new one.
 
 pub mod blockwise;
 mod error;

@@ -174,6 +174,9 @@ pub(crate) fn block_bar(multi: &MultiProgress, total: usize, prefix: String) -> 
     bar
 }
 
+/// A parameter id and the criteria values of its segmentation.
+type Scored = (String, BTreeMap<String, f64>);
+
 /// The arrays of one validation dataset that are scored.
 #[derive(Debug)]
 struct Loaded {
@@ -351,43 +354,53 @@ impl RunValidator {
         progress: &MultiProgress,
     ) -> Result<ValidationIterationScores, ValidatorError> {
         let mut scores = BTreeMap::new();
-        let dir = self.predictions_dir(iteration);
         for i in 0..self.data.len() {
-            let loaded = self.data[i].load()?;
-            let dataset = &self.data[i].dataset;
-            let name = dataset.name().to_owned();
-            let spatial = &loaded.raw.shape()[1..];
-            let blocks = network_blocks(model.config(), self.block_shape.as_deref(), spatial)?;
-            let bar = block_bar(
-                progress,
-                block_count(spatial, &blocks.spec),
-                format!("validate {iteration} {name}"),
-            );
-            let mut report = |done: usize, _total: usize| bar.set_position(done as u64);
-            let prediction =
-                predict_array(model, task, loaded.raw.view(), &blocks, Some(&mut report)).map_err(
-                    |e| ValidatorError::Dataset {
+            let name = self.data[i].dataset.name().to_owned();
+            let per_parameter = self
+                .validate_dataset(i, iteration, model, task, progress)
+                .map_err(|e| match e {
+                    e @ ValidatorError::Dataset { .. } => e,
+                    e => ValidatorError::Dataset {
                         dataset: name.clone(),
-                        message: format!("prediction failed: {e}"),
+                        message: e.to_string(),
                     },
-                )?;
-            bar.finish_and_clear();
-            if self.options.write_predictions {
-                write_prediction(
-                    &dir.join(format!("{name}.zarr")),
-                    &prediction,
-                    dataset,
-                    iteration,
-                )?;
-            }
-            let region = prediction.slice_each_axis(|ax| match ax.axis.index() {
-                0 => Slice::from(..),
-                i => Slice::from(loaded.begin[i - 1]..loaded.begin[i - 1] + loaded.shape[i - 1]),
-            });
-            let per_parameter = self.score(region, &loaded, dataset.voxel_size())?;
+                })?;
             scores.insert(name, per_parameter);
         }
         Ok(ValidationIterationScores { iteration, scores })
+    }
+
+    /// Predicts, writes and scores validation dataset `i`.
+    fn validate_dataset(
+        &mut self,
+        i: usize,
+        iteration: u64,
+        model: &UNet,
+        task: &Task,
+        progress: &MultiProgress,
+    ) -> Result<BTreeMap<String, BTreeMap<String, Score>>, ValidatorError> {
+        let loaded = self.data[i].load()?;
+        let dataset = &self.data[i].dataset;
+        let name = dataset.name();
+        let spatial = &loaded.raw.shape()[1..];
+        let blocks = network_blocks(model.config(), self.block_shape.as_deref(), spatial)?;
+        let bar = block_bar(
+            progress,
+            block_count(spatial, &blocks.spec),
+            format!("validate {iteration} {name}"),
+        );
+        let mut report = |done: usize, _total: usize| bar.set_position(done as u64);
+        let prediction = predict_array(model, task, loaded.raw.view(), &blocks, Some(&mut report))?;
+        bar.finish_and_clear();
+        if self.options.write_predictions {
+            let container = self.predictions_dir(iteration).join(format!("{name}.zarr"));
+            write_prediction(&container, &prediction, dataset, iteration)?;
+        }
+        let region = prediction.slice_each_axis(|ax| match ax.axis.index() {
+            0 => Slice::from(..),
+            i => Slice::from(loaded.begin[i - 1]..loaded.begin[i - 1] + loaded.shape[i - 1]),
+        });
+        self.score(region, &loaded, dataset.voxel_size())
     }
 
     /// Post-processes `prediction` (the scored region) for every parameter set and scores it,
@@ -407,7 +420,7 @@ impl RunValidator {
             .clamp(1, self.parameters.len().max(1));
         let mut out = BTreeMap::new();
         for wave in self.parameters.chunks(at_once) {
-            let results: Vec<Result<(String, BTreeMap<String, f64>), ValidatorError>> = wave
+            let results: Vec<Result<Scored, ValidatorError>> = wave
                 .par_iter()
                 .map(|p| {
                     let mut seg = self.post.apply(prediction.view(), p)?;
@@ -530,5 +543,130 @@ impl Validate for RunValidator {
                 Err(e) => tracing::warn!("cannot delete predictions {}: {e}", dir.display()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{IxDyn, array};
+
+    fn validator(root: &Path, keep_predictions: bool) -> RunValidator {
+        let post = PostProcessor::Distance {
+            thresholds: vec![0.0, 0.5],
+        };
+        RunValidator {
+            run: "r".into(),
+            root: root.to_owned(),
+            data: Vec::new(),
+            parameters: post.parameters(),
+            criteria: post.criteria(),
+            post,
+            block_shape: None,
+            keep_predictions,
+            options: ValidatorOptions::default(),
+        }
+    }
+
+    #[test]
+    fn blocks_of_a_valid_unet() {
+        // Two 2x downsamplings: grid 4; each level's two 3x3 convs lose 4 voxels.
+        let net = UNetConfig::new(2, 4, 2, vec![vec![2, 2], vec![2, 2]]);
+        let b = network_blocks(&net, Some(&[116, 116]), &[512, 512]).unwrap();
+        assert_eq!(b.spec.grid, [4, 4]);
+        assert_eq!(b.spec.input_block(), [116, 116]);
+        assert_eq!(b.spec.output_block, net.output_shape(&[116, 116]).unwrap());
+        assert_eq!(b.spec.context, net.context().unwrap());
+        assert_eq!(b.crop, [0, 0]);
+        // A small array needs no larger block than itself plus context.
+        let c = net.context().unwrap()[0];
+        let b = network_blocks(&net, None, &[30, 1000]).unwrap();
+        let input = b.spec.input_block();
+        assert!(
+            input[0] >= 30 + 2 * c && input[0] < 30 + 2 * c + 4,
+            "{input:?}"
+        );
+        assert_eq!(input[1], net.valid_input_shape(&[512, 512]).unwrap()[1]);
+        assert_eq!(block_count(&[30, 1000], &b.spec), 3);
+        // A block too small for one grid cell of output is grown.
+        let b = network_blocks(&net, Some(&[1, 1]), &[64, 64]).unwrap();
+        assert!(b.spec.output_block.iter().all(|&o| o >= 4), "{b:?}");
+        let e = network_blocks(&net, Some(&[64]), &[64, 64]).unwrap_err();
+        assert!(e.to_string().contains("block shape has 1 values"), "{e}");
+    }
+
+    #[test]
+    fn same_padding_gets_margins_and_a_crop() {
+        let mut net = UNetConfig::new(2, 4, 2, vec![vec![2, 2]]);
+        let valid_context = net.context().unwrap();
+        net.padding = NetPadding::Same;
+        let b = network_blocks(&net, Some(&[64, 64]), &[200, 200]).unwrap();
+        assert_eq!(b.crop, valid_context);
+        assert_eq!(b.spec.context, valid_context);
+        let input = b.spec.input_block();
+        assert_eq!(net.output_shape(&input).unwrap(), input);
+        assert_eq!(
+            b.spec.output_block,
+            [
+                input[0] - 2 * valid_context[0],
+                input[1] - 2 * valid_context[1]
+            ]
+        );
+    }
+
+    #[test]
+    fn mask_excludes_voxels_from_scores() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = validator(dir.path(), false);
+        // Voxel 3 is a false positive at threshold 0; the mask removes it.
+        let prediction = array![[[1.0f32, 1.0, -1.0, 1.0]]].into_dyn();
+        let gt = array![[1u64, 1, 0, 0]].into_dyn();
+        let mut loaded = Loaded {
+            raw: ArrayD::zeros(IxDyn(&[1, 1, 4])),
+            begin: vec![0, 0],
+            shape: vec![1, 4],
+            gt,
+            mask: None,
+        };
+        let s = v.score(prediction.view(), &loaded, &[1.0, 1.0]).unwrap();
+        assert_eq!(s.len(), 2);
+        assert!((s["threshold=0"]["dice"].0 - 0.8).abs() < 1e-12);
+        assert_eq!(s["threshold=0"]["fpr"].0, 0.5);
+        assert_eq!(s["threshold=0.5"].len(), v.criteria.len());
+        loaded.mask = Some(array![[true, true, true, false]].into_dyn());
+        let s = v.score(prediction.view(), &loaded, &[1.0, 1.0]).unwrap();
+        assert_eq!(s["threshold=0"]["dice"].0, 1.0);
+        assert_eq!(s["threshold=0"]["fpr"].0, 0.0);
+        // A budget of one parameter set at a time gives the same scores.
+        let mut sequential = validator(dir.path(), false);
+        sequential.options.postprocess_memory = 1;
+        assert_eq!(
+            sequential
+                .score(prediction.view(), &loaded, &[1.0, 1.0])
+                .unwrap(),
+            s
+        );
+    }
+
+    #[test]
+    fn removed_checkpoints_lose_their_predictions_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for keep in [false, true] {
+            let mut v = validator(dir.path(), keep);
+            for n in [2, 4] {
+                std::fs::create_dir_all(v.predictions_dir(n).join("val.zarr")).unwrap();
+            }
+            v.removed(&[2, 6]);
+            assert_eq!(v.predictions_dir(2).exists(), keep);
+            assert!(v.predictions_dir(4).exists());
+            assert_eq!(
+                v.predictions_dir(4),
+                dir.path().join("r").join("validation").join("4")
+            );
+        }
+        assert_eq!(
+            validator(dir.path(), false).meta(),
+            ValidationMeta::default()
+        );
     }
 }

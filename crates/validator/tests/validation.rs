@@ -272,6 +272,7 @@ fn unreadable_validation_data_stops_the_run_after_the_commit() {
     assert!(msg.contains("checkpoint 2"), "{msg}");
     assert!(msg.contains("committed"), "{msg}");
     assert!(msg.contains("raw_val"), "{msg}");
+    assert!(msg.contains("validation dataset \"val\""), "{msg}");
     // The checkpoint and the stats up to it are stored; no scores or best records were.
     assert_eq!(stores.weights.latest_iteration("broken").unwrap(), Some(2));
     let stats = stores.stats.retrieve_training_stats("broken").unwrap();
