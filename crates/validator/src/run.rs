@@ -33,7 +33,7 @@ pub const PREDICTIONS_DIR: &str = "validation";
 /// Array path of a prediction inside its `<dataset>.zarr` container.
 pub const PREDICTION_ARRAY: &str = "prediction";
 /// Default spatial input block of 2D networks (per axis), used without `validation.block_shape`.
-pub const DEFAULT_BLOCK_2D: usize = 512;
+pub const DEFAULT_BLOCK_2D: usize = 1024;
 /// Default spatial input block of 3D networks (per axis), used without `validation.block_shape`.
 pub const DEFAULT_BLOCK_3D: usize = 128;
 /// Default memory budget of the post-processing of one dataset: parameter sets run in
@@ -66,11 +66,13 @@ pub fn default_block_shape(dims: usize) -> Vec<usize> {
     vec![edge; dims]
 }
 
-/// The block layout of `net` for an array of spatial shape `spatial`, with input blocks close
-/// to `input_block` (default [`default_block_shape`]).
+/// The block layout of `net` for an array of spatial shape `spatial`, with input blocks of at
+/// most about `input_block` (default [`default_block_shape`]).
 ///
-/// The input block is shrunk to what the whole array needs, grown so the output block is at
-/// least one pooling grid cell, then rounded up to a size the network accepts. Block starts
+/// Per axis, the array is split into as few blocks as that size allows, of equal size (so a
+/// 512² array with a 1024² limit is one block, and with a 512² limit four blocks of about
+/// 300² rather than four of 512²); blocks are at least one pooling grid cell of output and
+/// rounded up to a size the network accepts. Block starts
 /// are aligned to the network's total downsampling factor so blocks tile without seams. A
 /// `same`-padded network gets the margins of its `valid` twin and its output is cropped, since
 /// its zero padding would otherwise show at every block edge.
@@ -101,20 +103,30 @@ pub fn network_blocks(
     let mut valid_twin = net.clone();
     valid_twin.padding = NetPadding::Valid;
     let context = valid_twin.context()?;
-    let want: Vec<usize> = (0..dims)
-        .map(|a| {
-            requested[a]
-                .min(spatial[a] + 2 * context[a])
-                .max(grid[a] + 2 * context[a])
-        })
-        .collect();
-    let input = net.valid_input_shape(&want)?;
-    let output = net.output_shape(&input)?;
     let crop: Vec<usize> = match net.padding {
         NetPadding::Valid => vec![0; dims],
         NetPadding::Same => context.clone(),
     };
-    let output_block: Vec<usize> = (0..dims).map(|a| output[a] - 2 * crop[a]).collect();
+    let effective = |input: &[usize]| -> Result<Vec<usize>, ValidatorError> {
+        let out = net.output_shape(input)?;
+        Ok((0..dims).map(|a| out[a] - 2 * crop[a]).collect())
+    };
+    // The largest output block the requested input allows (at least one grid cell)...
+    let max_in: Vec<usize> = (0..dims)
+        .map(|a| requested[a].max(grid[a] + 2 * context[a]))
+        .collect();
+    let max_out = effective(&net.valid_input_shape(&max_in)?)?;
+    // ...then as few blocks per axis as that allows, all of about the same size, so little
+    // is computed twice or beyond the edge (the cost is about constant per input voxel).
+    let want: Vec<usize> = (0..dims)
+        .map(|a| {
+            let blocks = spatial[a].div_ceil(max_out[a]).max(1);
+            let out = spatial[a].div_ceil(blocks);
+            (out + 2 * context[a]).max(grid[a] + 2 * context[a])
+        })
+        .collect();
+    let input = net.valid_input_shape(&want)?;
+    let output_block = effective(&input)?;
     // For a valid network `input - output` is the same for every accepted input size.
     let margin: Vec<usize> = (0..dims)
         .map(|a| (input[a] - output_block[a]) / 2)
@@ -572,22 +584,32 @@ mod tests {
     fn blocks_of_a_valid_unet() {
         // Two 2x downsamplings: grid 4; each level's two 3x3 convs lose 4 voxels.
         let net = UNetConfig::new(2, 4, 2, vec![vec![2, 2], vec![2, 2]]);
+        let c = net.context().unwrap()[0];
+        assert_eq!(c, 20);
+        // 116² inputs give 76² outputs: 512 needs 7 blocks, of 76² (74 rounded up to a size
+        // the network takes).
         let b = network_blocks(&net, Some(&[116, 116]), &[512, 512]).unwrap();
         assert_eq!(b.spec.grid, [4, 4]);
         assert_eq!(b.spec.input_block(), [116, 116]);
-        assert_eq!(b.spec.output_block, net.output_shape(&[116, 116]).unwrap());
+        assert_eq!(b.spec.output_block, [76, 76]);
+        assert_eq!(block_count(&[512, 512], &b.spec), 49);
         assert_eq!(b.spec.context, net.context().unwrap());
         assert_eq!(b.crop, [0, 0]);
         // A small array needs no larger block than itself plus context.
-        let c = net.context().unwrap()[0];
-        let b = network_blocks(&net, None, &[30, 1000]).unwrap();
+        let b = network_blocks(&net, Some(&[512, 512]), &[30, 1000]).unwrap();
         let input = b.spec.input_block();
         assert!(
             input[0] >= 30 + 2 * c && input[0] < 30 + 2 * c + 4,
             "{input:?}"
         );
-        assert_eq!(input[1], net.valid_input_shape(&[512, 512]).unwrap()[1]);
+        // 1000 needs three outputs of at most 512 - 2c: three of about 334, not 472.
+        let out = b.spec.output_block[1];
+        assert!((334..338).contains(&out), "{b:?}");
         assert_eq!(block_count(&[30, 1000], &b.spec), 3);
+        // The default 2D limit predicts a 512² array in one block.
+        let b = network_blocks(&net, None, &[512, 512]).unwrap();
+        assert_eq!(block_count(&[512, 512], &b.spec), 1);
+        assert_eq!(b.spec.output_block, [512, 512]);
         // A block too small for one grid cell of output is grown.
         let b = network_blocks(&net, Some(&[1, 1]), &[64, 64]).unwrap();
         assert!(b.spec.output_block.iter().all(|&o| o >= 4), "{b:?}");
