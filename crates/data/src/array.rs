@@ -208,7 +208,9 @@ impl ZarrArray {
         })?;
         let shape = array.shape().to_vec();
         if shape.is_empty() {
-            return Err(err("is a scalar (0-dimensional); expected a 2D or 3D image".into()));
+            return Err(err(
+                "is a scalar (0-dimensional); expected a 2D or 3D image".into(),
+            ));
         }
         let chunk_shape = array
             .chunk_shape(&vec![0; shape.len()])
@@ -220,8 +222,16 @@ impl ZarrArray {
             zarrs::array::ArrayMetadata::V3(_) => 3,
         };
         let names = axis_names_from(&attrs, array.dimension_names(), shape.len()).map_err(err)?;
-        let meta = resolve_layout(shape, chunk_shape, dtype, zarr_format, names, &attrs, spatial_dims)
-            .map_err(err)?;
+        let meta = resolve_layout(
+            shape,
+            chunk_shape,
+            dtype,
+            zarr_format,
+            names,
+            &attrs,
+            spatial_dims,
+        )
+        .map_err(err)?;
         Ok(Self {
             container: container.to_owned(),
             path: path.to_owned(),
@@ -295,7 +305,9 @@ impl ZarrArray {
         // Precision loss for 64-bit integers is accepted: these are intensities.
         #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
         Ok(match self.meta.dtype {
-            Dtype::Bool => self.retrieve::<bool>(&subset)?.mapv(|v| f32::from(u8::from(v))),
+            Dtype::Bool => self
+                .retrieve::<bool>(&subset)?
+                .mapv(|v| f32::from(u8::from(v))),
             Dtype::U8 => self.retrieve::<u8>(&subset)?.mapv(f32::from),
             Dtype::U16 => self.retrieve::<u16>(&subset)?.mapv(f32::from),
             Dtype::U32 => self.retrieve::<u32>(&subset)?.mapv(|v| v as f32),
@@ -430,9 +442,15 @@ fn spatial_attr(
     let numbers: Option<Vec<f64>> = value
         .as_array()
         .and_then(|a| a.iter().map(Value::as_f64).collect());
-    let what = if positive { "positive numbers" } else { "numbers" };
+    let what = if positive {
+        "positive numbers"
+    } else {
+        "numbers"
+    };
     let Some(mut numbers) = numbers else {
-        return Err(format!("attribute `{key}` is {value}; expected a list of {what}"));
+        return Err(format!(
+            "attribute `{key}` is {value}; expected a list of {what}"
+        ));
     };
     if channel_axis && numbers.len() == spatial + 1 {
         numbers.remove(0);
@@ -442,8 +460,13 @@ fn spatial_attr(
             "attribute `{key}` is {value}; expected {spatial} {what} (one per spatial axis)"
         ));
     }
-    if numbers.iter().any(|v| !v.is_finite() || (positive && *v <= 0.0)) {
-        return Err(format!("attribute `{key}` is {value}; expected finite {what}"));
+    if numbers
+        .iter()
+        .any(|v| !v.is_finite() || (positive && *v <= 0.0))
+    {
+        return Err(format!(
+            "attribute `{key}` is {value}; expected finite {what}"
+        ));
     }
     Ok(numbers)
 }
@@ -501,7 +524,14 @@ fn resolve_layout(
         n.extend(default_spatial_names(spatial));
         n
     });
-    let voxel_size = spatial_attr(attrs, &["voxel_size", "resolution"], spatial, channel_axis, true, 1.0)?;
+    let voxel_size = spatial_attr(
+        attrs,
+        &["voxel_size", "resolution"],
+        spatial,
+        channel_axis,
+        true,
+        1.0,
+    )?;
     let offset = spatial_attr(attrs, &["offset"], spatial, channel_axis, false, 0.0)?;
     Ok(ArrayMeta {
         shape,
@@ -591,7 +621,16 @@ mod tests {
         assert_eq!(m.offset, vec![0.0, 0.0]);
 
         // No names: an extra leading axis for a 2D network is a channel axis.
-        let m = resolve_layout(vec![3, 10, 12], vec![3, 10, 12], Dtype::U8, 2, None, &attrs(serde_json::json!({})), Some(2)).unwrap();
+        let m = resolve_layout(
+            vec![3, 10, 12],
+            vec![3, 10, 12],
+            Dtype::U8,
+            2,
+            None,
+            &attrs(serde_json::json!({})),
+            Some(2),
+        )
+        .unwrap();
         assert!(m.channel_axis);
         assert_eq!(m.axis_names, vec!["c^", "y", "x"]);
         assert_eq!(m.channels(), 3);
@@ -607,21 +646,35 @@ mod tests {
             Some(2),
         )
         .unwrap_err();
-        assert!(e.contains("3 spatial axes") && e.contains("2D network"), "{e}");
+        assert!(
+            e.contains("3 spatial axes") && e.contains("2D network"),
+            "{e}"
+        );
     }
 
     #[test]
     fn voxel_size_and_offset_attributes() {
         let a = attrs(serde_json::json!({"voxel_size": [1, 8, 8, 8], "offset": [0, 16, 8, 4]}));
-        let m = resolve_layout(vec![1, 4, 4, 4], vec![1, 4, 4, 4], Dtype::F32, 2, None, &a, Some(3)).unwrap();
+        let m = resolve_layout(
+            vec![1, 4, 4, 4],
+            vec![1, 4, 4, 4],
+            Dtype::F32,
+            2,
+            None,
+            &a,
+            Some(3),
+        )
+        .unwrap();
         assert_eq!(m.voxel_size, vec![8.0, 8.0, 8.0]);
         assert_eq!(m.offset, vec![16.0, 8.0, 4.0]);
 
         let bad = attrs(serde_json::json!({"resolution": [0, 1]}));
-        let e = resolve_layout(vec![4, 4], vec![4, 4], Dtype::F32, 2, None, &bad, Some(2)).unwrap_err();
+        let e =
+            resolve_layout(vec![4, 4], vec![4, 4], Dtype::F32, 2, None, &bad, Some(2)).unwrap_err();
         assert!(e.contains("`resolution`"), "{e}");
         let bad = attrs(serde_json::json!({"offset": [1, 2, 3]}));
-        let e = resolve_layout(vec![4, 4], vec![4, 4], Dtype::F32, 2, None, &bad, Some(2)).unwrap_err();
+        let e =
+            resolve_layout(vec![4, 4], vec![4, 4], Dtype::F32, 2, None, &bad, Some(2)).unwrap_err();
         assert!(e.contains("`offset`"), "{e}");
     }
 

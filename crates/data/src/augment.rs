@@ -13,12 +13,22 @@
 use ndarray::{ArrayD, Axis, IxDyn};
 use rand::{Rng, RngExt};
 
-/// A standard normal sample (Box–Muller).
+/// Two independent standard normal samples (Marsaglia's polar method).
+pub(crate) fn gaussian_pair<R: Rng + ?Sized>(rng: &mut R) -> (f64, f64) {
+    loop {
+        let u = 2.0 * rng.random::<f64>() - 1.0;
+        let v = 2.0 * rng.random::<f64>() - 1.0;
+        let s = u * u + v * v;
+        if s > 0.0 && s < 1.0 {
+            let k = (-2.0 * s.ln() / s).sqrt();
+            return (u * k, v * k);
+        }
+    }
+}
+
+/// A standard normal sample.
 pub(crate) fn gaussian<R: Rng + ?Sized>(rng: &mut R) -> f64 {
-    // 1 - U lies in (0, 1], so the logarithm is finite.
-    let u1 = 1.0 - rng.random::<f64>();
-    let u2 = rng.random::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    gaussian_pair(rng).0
 }
 
 /// Random flips: one coin per spatial axis.
@@ -83,11 +93,33 @@ pub(crate) fn apply_geometry<T: Clone>(
 /// A smooth random displacement field over an input block.
 #[derive(Debug, Clone)]
 pub(crate) struct ElasticField {
-    spacing: f64,
-    grid: Vec<usize>,
-    /// Displacements of the control points, `dims` values per point, C order.
-    ctrl: Vec<f64>,
+    /// Displacement along each axis at every voxel of the block (block shape, C order).
+    dense: Vec<ArrayD<f64>>,
     margin: usize,
+}
+
+/// Linear interpolation of `a` along `axis` from control points `spacing` apart to `len`
+/// voxels.
+fn upsample(a: &ArrayD<f64>, axis: usize, len: usize, spacing: f64) -> ArrayD<f64> {
+    let mut shape = a.shape().to_vec();
+    let points = shape[axis];
+    shape[axis] = len;
+    let mut out = ArrayD::zeros(IxDyn(&shape));
+    for s in 0..len {
+        #[allow(clippy::cast_precision_loss)]
+        let t = s as f64 / spacing;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let i = (t.floor() as usize).min(points - 2);
+        #[allow(clippy::cast_precision_loss)]
+        let f = t - i as f64;
+        let lo = a.index_axis(Axis(axis), i);
+        let hi = a.index_axis(Axis(axis), i + 1);
+        ndarray::Zip::from(out.index_axis_mut(Axis(axis), s))
+            .and(&lo)
+            .and(&hi)
+            .for_each(|o, &l, &h| *o = l + (h - l) * f);
+    }
+    out
 }
 
 impl ElasticField {
@@ -105,21 +137,36 @@ impl ElasticField {
         spacing: f64,
         sigma: f64,
     ) -> Self {
+        let dims = shape.len();
         let spacing = spacing.max(1.0);
         let sigma = sigma.max(0.0);
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
         let grid: Vec<usize> = shape
             .iter()
             .map(|&s| ((s.saturating_sub(1)) as f64 / spacing).floor() as usize + 2)
             .collect();
         let points: usize = grid.iter().product();
-        let ctrl = (0..points * shape.len())
+        // Drawn point by point, one value per axis each.
+        let ctrl: Vec<f64> = (0..points * dims)
             .map(|_| (gaussian(rng) * sigma).clamp(-3.0 * sigma, 3.0 * sigma))
             .collect();
+        let dense = (0..dims)
+            .map(|k| {
+                let component: Vec<f64> = ctrl.iter().skip(k).step_by(dims).copied().collect();
+                let mut a = ArrayD::from_shape_vec(IxDyn(&grid), component)
+                    .unwrap_or_else(|_| ArrayD::zeros(IxDyn(&grid)));
+                for (axis, &len) in shape.iter().enumerate() {
+                    a = upsample(&a, axis, len, spacing);
+                }
+                a.as_standard_layout().into_owned()
+            })
+            .collect();
         Self {
-            spacing,
-            grid,
-            ctrl,
+            dense,
             margin: Self::margin_for(sigma),
         }
     }
@@ -129,37 +176,9 @@ impl ElasticField {
         self.margin
     }
 
-    /// Displacement at block position `p`, written to `out` (one value per axis).
-    fn at(&self, p: &[usize], out: &mut [f64]) {
-        let dims = p.len();
-        out.iter_mut().for_each(|v| *v = 0.0);
-        let mut base = [0usize; 8];
-        let mut frac = [0.0f64; 8];
-        for k in 0..dims {
-            #[allow(clippy::cast_precision_loss)]
-            let t = p[k] as f64 / self.spacing;
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let i = (t.floor() as usize).min(self.grid[k] - 2);
-            #[allow(clippy::cast_precision_loss)]
-            let f = t - i as f64;
-            base[k] = i;
-            frac[k] = f;
-        }
-        for corner in 0..(1usize << dims) {
-            let mut w = 1.0;
-            let mut idx = 0;
-            for k in 0..dims {
-                let hi = (corner >> k) & 1 == 1;
-                w *= if hi { frac[k] } else { 1.0 - frac[k] };
-                idx = idx * self.grid[k] + base[k] + usize::from(hi);
-            }
-            if w == 0.0 {
-                continue;
-            }
-            for (k, o) in out.iter_mut().enumerate() {
-                *o += w * self.ctrl[idx * dims + k];
-            }
-        }
+    /// Displacement along `axis` at the voxel with flat (C order) index `flat` of the block.
+    fn at(&self, axis: usize, flat: usize) -> f64 {
+        self.dense[axis].as_slice().map_or(0.0, |s| s[flat])
     }
 }
 
@@ -189,67 +208,119 @@ pub(crate) fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
 /// Warps raw: `src` is `(channels, shape + 2 margin)` read around the input block, the result
 /// is `(channels, shape)`, linearly interpolated at `p + d(p)`.
 pub(crate) fn warp_linear(src: &ArrayD<f32>, field: &ElasticField, shape: &[usize]) -> ArrayD<f32> {
-    let dims = shape.len();
     let channels = src.shape()[0];
-    let region = &src.shape()[1..];
-    let src = src.as_standard_layout();
-    let data = src.as_slice().unwrap_or(&[]);
-    let plane: usize = region.iter().product();
-    let n: usize = shape.iter().product();
-    let mut out = vec![0.0f32; channels * n];
-    let mut d = vec![0.0; dims];
-    let mut acc = vec![0.0f64; channels];
-    let mut flat = 0;
-    let m = field.margin();
-    for_each_index(shape, |p| {
-        field.at(p, &mut d);
-        let mut base = [0usize; 8];
-        let mut frac = [0.0f64; 8];
-        for k in 0..dims {
-            #[allow(clippy::cast_precision_loss)]
-            let q = ((p[k] + m) as f64 + d[k]).max(0.0);
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let i = (q.floor() as usize).min(region[k] - 1);
-            #[allow(clippy::cast_precision_loss)]
-            let f = (q - i as f64).clamp(0.0, 1.0);
-            base[k] = i;
-            frac[k] = f;
-        }
-        acc.iter_mut().for_each(|a| *a = 0.0);
-        for corner in 0..(1usize << dims) {
-            let mut w = 1.0;
-            let mut idx = 0;
-            for k in 0..dims {
-                let hi = (corner >> k) & 1 == 1;
-                w *= if hi { frac[k] } else { 1.0 - frac[k] };
-                idx = idx * region[k] + (base[k] + usize::from(hi)).min(region[k] - 1);
-            }
-            if w == 0.0 {
-                continue;
-            }
-            for (c, a) in acc.iter_mut().enumerate() {
-                *a += w * f64::from(data[c * plane + idx]);
-            }
-        }
-        for (c, a) in acc.iter().enumerate() {
-            #[allow(clippy::cast_possible_truncation)]
-            {
-                out[c * n + flat] = *a as f32;
-            }
-        }
-        flat += 1;
-    });
     let mut full = vec![channels];
     full.extend_from_slice(shape);
+    let src = src.as_standard_layout();
+    let data = src.as_slice().unwrap_or(&[]);
+    let region = &src.shape()[1..];
+    let out = match shape.len() {
+        1 => warp_linear_n::<1>(data, channels, region, field, shape),
+        2 => warp_linear_n::<2>(data, channels, region, field, shape),
+        _ => warp_linear_n::<3>(data, channels, region, field, shape),
+    };
     ArrayD::from_shape_vec(IxDyn(&full), out).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&full)))
 }
 
+/// [`warp_linear`] for `D` spatial axes (the sampler allows 1 to 3).
+fn warp_linear_n<const D: usize>(
+    data: &[f32],
+    channels: usize,
+    region: &[usize],
+    field: &ElasticField,
+    shape: &[usize],
+) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    let plane: usize = region.iter().product();
+    let mut out = vec![0.0f32; channels * n];
+    if n == 0 || plane == 0 || region.len() != D || shape.len() != D {
+        return out;
+    }
+    let mut stride = [0usize; D];
+    let mut acc = 1;
+    for k in (0..D).rev() {
+        stride[k] = acc;
+        acc *= region[k];
+    }
+    // Offset of each corner of the interpolation cell; a one-voxel axis has no upper corner.
+    let corners = 1usize << D;
+    let mut offset = [0usize; 8];
+    for (corner, o) in offset.iter_mut().enumerate().take(corners) {
+        *o = (0..D)
+            .filter(|&k| (corner >> k) & 1 == 1 && region[k] > 1)
+            .map(|k| stride[k])
+            .sum();
+    }
+    let disp: Vec<&[f64]> = (0..D)
+        .map(|k| field.dense[k].as_slice().unwrap_or(&[]))
+        .collect();
+    #[allow(clippy::cast_precision_loss)]
+    let m = field.margin() as f64;
+    let mut p = [0usize; D];
+    let mut weight = [0.0f64; 8];
+    for flat in 0..n {
+        let mut base = 0;
+        let mut frac = [0.0f64; D];
+        for k in 0..D {
+            #[allow(clippy::cast_precision_loss)]
+            let q = (p[k] as f64 + m + disp[k].get(flat).copied().unwrap_or(0.0)).max(0.0);
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let mut i = q.floor() as usize;
+            #[allow(clippy::cast_precision_loss)]
+            let mut f = q - i as f64;
+            // At the upper edge use the cell below with weight 1 on its upper corner.
+            if i + 1 >= region[k] {
+                if region[k] > 1 {
+                    i = region[k] - 2;
+                    f = 1.0;
+                } else {
+                    i = 0;
+                    f = 0.0;
+                }
+            }
+            base += i * stride[k];
+            frac[k] = f;
+        }
+        for (corner, w) in weight.iter_mut().enumerate().take(corners) {
+            *w = (0..D)
+                .map(|k| {
+                    if (corner >> k) & 1 == 1 {
+                        frac[k]
+                    } else {
+                        1.0 - frac[k]
+                    }
+                })
+                .product();
+        }
+        for c in 0..channels {
+            let cell = &data[c * plane + base..];
+            let v: f64 = (0..corners)
+                .map(|corner| weight[corner] * f64::from(cell[offset[corner]]))
+                .sum();
+            #[allow(clippy::cast_possible_truncation)]
+            {
+                out[c * n + flat] = v as f32;
+            }
+        }
+        for k in (0..D).rev() {
+            p[k] += 1;
+            if p[k] < shape[k] {
+                break;
+            }
+            p[k] = 0;
+        }
+    }
+    out
+}
+
 /// Warps labels or mask: `src` is `shape + 2 margin` read around the output block, which
-/// starts `context` voxels into the input block; nearest neighbour at `p + d(p + context)`.
+/// starts `context` voxels into the input block of `input` voxels; nearest neighbour at
+/// `p + d(p + context)`.
 pub(crate) fn warp_nearest<T: Copy + Default>(
     src: &ArrayD<T>,
     field: &ElasticField,
     shape: &[usize],
+    input: &[usize],
     context: &[usize],
 ) -> ArrayD<T> {
     let dims = shape.len();
@@ -257,18 +328,17 @@ pub(crate) fn warp_nearest<T: Copy + Default>(
     let src = src.as_standard_layout();
     let data = src.as_slice().unwrap_or(&[]);
     let mut out = Vec::with_capacity(shape.iter().product());
-    let mut d = vec![0.0; dims];
-    let mut pin = vec![0usize; dims];
     let m = field.margin();
     for_each_index(shape, |p| {
-        for k in 0..dims {
-            pin[k] = p[k] + context[k];
-        }
-        field.at(&pin, &mut d);
+        let pin = p
+            .iter()
+            .zip(context)
+            .zip(input)
+            .fold(0, |acc, ((x, c), s)| acc * s + x + c);
         let mut idx = 0;
         for k in 0..dims {
             #[allow(clippy::cast_precision_loss)]
-            let q = ((p[k] + m) as f64 + d[k]).round().max(0.0);
+            let q = ((p[k] + m) as f64 + field.at(k, pin)).round().max(0.0);
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             let i = (q as usize).min(region[k] - 1);
             idx = idx * region[k] + i;
@@ -297,8 +367,18 @@ pub(crate) fn noise<R: Rng + ?Sized>(raw: &mut ArrayD<f32>, rng: &mut R, std: f6
     if std <= 0.0 {
         return;
     }
-    #[allow(clippy::cast_possible_truncation)]
-    raw.iter_mut().for_each(|v| *v += (gaussian(rng) * std) as f32);
+    let mut spare: Option<f64> = None;
+    raw.iter_mut().for_each(|v| {
+        let z = spare.take().unwrap_or_else(|| {
+            let (a, b) = gaussian_pair(rng);
+            spare = Some(b);
+            a
+        });
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            *v += (z * std) as f32;
+        }
+    });
 }
 
 #[cfg(test)]
@@ -333,7 +413,10 @@ mod tests {
         assert_eq!(warp_linear(&src, &field, &[5, 6]), src);
         let labels = ArrayD::from_shape_fn(IxDyn(&[3, 4]), |i| (i[0] * 10 + i[1]) as u64);
         let expect = ArrayD::from_shape_fn(IxDyn(&[3, 4]), |i| (i[0] * 10 + i[1]) as u64);
-        assert_eq!(warp_nearest(&labels, &field, &[3, 4], &[1, 1]), expect);
+        assert_eq!(
+            warp_nearest(&labels, &field, &[3, 4], &[5, 6], &[1, 1]),
+            expect
+        );
     }
 
     #[test]
@@ -341,16 +424,17 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let field = ElasticField::draw(&mut rng, &[40, 40], 8.0, 2.0);
         assert_eq!(field.margin(), 6);
-        let mut d = [0.0; 2];
         let mut prev = [0.0; 2];
         let mut max = 0.0f64;
         for x in 0..40 {
-            field.at(&[20, x], &mut d);
+            let d = [field.at(0, 20 * 40 + x), field.at(1, 20 * 40 + x)];
             max = max.max(d[0].abs()).max(d[1].abs());
             assert!(d.iter().all(|v| v.abs() <= 6.0));
             if x > 0 {
                 // Neighbouring voxels move by at most 2 * 3σ / spacing relative to each other.
-                assert!((d[0] - prev[0]).abs() <= 1.5 + 1e-9 && (d[1] - prev[1]).abs() <= 1.5 + 1e-9);
+                assert!(
+                    (d[0] - prev[0]).abs() <= 1.5 + 1e-9 && (d[1] - prev[1]).abs() <= 1.5 + 1e-9
+                );
             }
             prev = d;
         }
@@ -364,6 +448,9 @@ mod tests {
         let xs: Vec<f64> = (0..n).map(|_| gaussian(&mut rng)).collect();
         let mean = xs.iter().sum::<f64>() / n as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
-        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "{mean} {var}"
+        );
     }
 }

@@ -284,7 +284,10 @@ impl Dataset {
         };
         let gt_cache = if fits(&gt, 8) {
             let (b, s) = whole(&gt);
-            Some(Arc::new(squeeze_channel(gt.read_labels(&b, &s)?, gt.meta())))
+            Some(Arc::new(squeeze_channel(
+                gt.read_labels(&b, &s)?,
+                gt.meta(),
+            )))
         } else {
             None
         };
@@ -385,44 +388,73 @@ impl Dataset {
     pub fn read_raw(&self, begin: &[i64], shape: &[usize]) -> Result<ArrayD<f32>> {
         let extent = self.raw.meta().spatial_shape();
         let lead = [self.channels()];
-        padded(&lead, extent, begin, shape, |lo, len| match &self.raw_cache {
-            Some(c) => Ok(slice_memory(c, 1, lo, len)),
-            None => {
-                let mut data = self.raw.read_f32(lo, len)?;
-                self.normalizer.apply(&mut data);
-                Ok(with_channel_axis(data, self.raw.meta()))
+        padded(&lead, extent, begin, shape, |lo, len| {
+            match &self.raw_cache {
+                Some(c) => Ok(slice_memory(c, 1, lo, len)),
+                None => {
+                    let mut data = self.raw.read_f32(lo, len)?;
+                    self.normalizer.apply(&mut data);
+                    Ok(with_channel_axis(data, self.raw.meta()))
+                }
             }
         })
     }
 
     /// Labels of `shape` voxels at `begin` (raw voxel coordinates); 0 outside gt.
     pub fn read_gt(&self, begin: &[i64], shape: &[usize]) -> Result<ArrayD<u64>> {
-        let local: Vec<i64> = begin.iter().zip(&self.gt_offset).map(|(b, o)| b - o).collect();
-        padded(&[], self.gt.meta().spatial_shape(), &local, shape, |lo, len| {
-            match &self.gt_cache {
+        let local: Vec<i64> = begin
+            .iter()
+            .zip(&self.gt_offset)
+            .map(|(b, o)| b - o)
+            .collect();
+        padded(
+            &[],
+            self.gt.meta().spatial_shape(),
+            &local,
+            shape,
+            |lo, len| match &self.gt_cache {
                 Some(c) => Ok(slice_memory(c, 0, lo, len)),
-                None => Ok(squeeze_channel(self.gt.read_labels(lo, len)?, self.gt.meta())),
-            }
-        })
+                None => Ok(squeeze_channel(
+                    self.gt.read_labels(lo, len)?,
+                    self.gt.meta(),
+                )),
+            },
+        )
     }
 
     /// Where labels of `shape` voxels at `begin` (raw voxel coordinates) may be used: inside
     /// gt and, if configured, where the mask is non-zero.
     pub fn read_valid(&self, begin: &[i64], shape: &[usize]) -> Result<ArrayD<bool>> {
-        let local: Vec<i64> = begin.iter().zip(&self.gt_offset).map(|(b, o)| b - o).collect();
-        let inside = padded(&[], self.gt.meta().spatial_shape(), &local, shape, |_, len| {
-            Ok(ArrayD::from_elem(IxDyn(&u64s(len)), true))
-        })?;
+        let local: Vec<i64> = begin
+            .iter()
+            .zip(&self.gt_offset)
+            .map(|(b, o)| b - o)
+            .collect();
+        let inside = padded(
+            &[],
+            self.gt.meta().spatial_shape(),
+            &local,
+            shape,
+            |_, len| Ok(ArrayD::from_elem(IxDyn(&u64s(len)), true)),
+        )?;
         let Some(mask) = &self.mask else {
             return Ok(inside);
         };
-        let local: Vec<i64> = begin.iter().zip(&self.mask_offset).map(|(b, o)| b - o).collect();
-        let masked = padded(&[], mask.meta().spatial_shape(), &local, shape, |lo, len| {
-            match &self.mask_cache {
+        let local: Vec<i64> = begin
+            .iter()
+            .zip(&self.mask_offset)
+            .map(|(b, o)| b - o)
+            .collect();
+        let masked = padded(
+            &[],
+            mask.meta().spatial_shape(),
+            &local,
+            shape,
+            |lo, len| match &self.mask_cache {
                 Some(c) => Ok(slice_memory(c, 0, lo, len)),
                 None => Ok(squeeze_channel(mask.read_mask(lo, len)?, mask.meta())),
-            }
-        })?;
+            },
+        )?;
         Ok(ndarray::Zip::from(&inside)
             .and(&masked)
             .map_collect(|&a, &b| a && b))

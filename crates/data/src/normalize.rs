@@ -108,8 +108,15 @@ fn percentile_sample(array: &ZarrArray) -> Result<Vec<f32>> {
         return Ok(all.into_iter().filter(|v| v.is_finite()).collect());
     }
     let per_block = PERCENTILE_SAMPLE / PERCENTILE_BLOCKS / meta.channels().max(1);
-    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let edge = ((per_block.max(1) as f64).powf(1.0 / spatial.len() as f64).floor() as u64).max(1);
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let edge = ((per_block.max(1) as f64)
+        .powf(1.0 / spatial.len() as f64)
+        .floor() as u64)
+        .max(1);
     let block: Vec<u64> = spatial.iter().map(|&s| s.min(edge)).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(PERCENTILE_SEED);
     let mut values = Vec::new();

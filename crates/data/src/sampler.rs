@@ -307,19 +307,23 @@ impl BatchSampler {
         let mut masks = Vec::with_capacity(self.spec.batch_size);
         let mut samples = Vec::with_capacity(self.spec.batch_size);
         for s in 0..self.spec.batch_size {
-            let mut rng = ChaCha8Rng::seed_from_u64(sample_seed(self.spec.seed, iteration, s as u64));
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(sample_seed(self.spec.seed, iteration, s as u64));
             let (r, l, m, info) = self.sample(&mut rng)?;
             raws.push(r);
             labels.push(l);
             masks.push(m);
             samples.push(info);
         }
-        let stack = |err: ndarray::ShapeError| DataError::Sampler(format!("stacking a batch: {err}"));
+        let stack =
+            |err: ndarray::ShapeError| DataError::Sampler(format!("stacking a batch: {err}"));
         let raw = ndarray::stack(Axis(0), &raws.iter().map(|a| a.view()).collect::<Vec<_>>())
             .map_err(stack)?;
-        let labels =
-            ndarray::stack(Axis(0), &labels.iter().map(|a| a.view()).collect::<Vec<_>>())
-                .map_err(stack)?;
+        let labels = ndarray::stack(
+            Axis(0),
+            &labels.iter().map(|a| a.view()).collect::<Vec<_>>(),
+        )
+        .map_err(stack)?;
         let mask = if self.has_mask {
             Some(
                 ndarray::stack(Axis(0), &masks.iter().map(|a| a.view()).collect::<Vec<_>>())
@@ -414,11 +418,22 @@ impl BatchSampler {
             let raw_src = d.read_raw(&rb, &rs)?;
             let label_src = d.read_gt(&lb, &ls)?;
             let raw = augment::warp_linear(&raw_src, &field, &self.spec.input_shape);
-            let labels =
-                augment::warp_nearest(&label_src, &field, &self.spec.output_shape, &self.context);
+            let labels = augment::warp_nearest(
+                &label_src,
+                &field,
+                &self.spec.output_shape,
+                &self.spec.input_shape,
+                &self.context,
+            );
             let valid = if self.has_mask {
                 let valid_src = d.read_valid(&lb, &ls)?;
-                augment::warp_nearest(&valid_src, &field, &self.spec.output_shape, &self.context)
+                augment::warp_nearest(
+                    &valid_src,
+                    &field,
+                    &self.spec.output_shape,
+                    &self.spec.input_shape,
+                    &self.context,
+                )
             } else {
                 ArrayD::from_elem(IxDyn(&self.spec.output_shape), true)
             };
@@ -486,6 +501,13 @@ fn uniform<R: Rng + ?Sized>(rng: &mut R, a: f64, b: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sampler_can_run_on_a_prefetch_thread() {
+        fn check<T: Send + Sync>() {}
+        check::<BatchSampler>();
+        check::<Batch>();
+    }
 
     #[test]
     fn sample_seeds_differ() {

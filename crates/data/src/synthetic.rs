@@ -21,7 +21,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-use crate::augment::{for_each_index, gaussian};
+use crate::augment::{for_each_index, gaussian, gaussian_pair};
 use crate::error::{DataError, Result};
 use crate::write::{WriteOptions, write_array};
 
@@ -91,7 +91,10 @@ fn draw_cells(rng: &mut ChaCha8Rng, shape: &[usize], objects: usize) -> Vec<Cell
     (0..objects)
         .map(|_| {
             #[allow(clippy::cast_precision_loss)]
-            let center: Vec<f64> = shape.iter().map(|&s| rng.random::<f64>() * s as f64).collect();
+            let center: Vec<f64> = shape
+                .iter()
+                .map(|&s| rng.random::<f64>() * s as f64)
+                .collect();
             let size = mean_radius * rng.random_range(0.75..1.25);
             let radii: Vec<f64> = (0..dims)
                 .map(|_| (size * rng.random_range(0.8..1.25)).max(1.0))
@@ -141,7 +144,11 @@ pub fn generate(shape: &[usize], seed: u64, objects: usize, noise: f64) -> Synth
     let mut labels = vec![0u64; n];
     let mut diff = vec![0.0f64; dims];
     for (id, cell) in cells.iter().enumerate() {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
         let (lo, hi): (Vec<usize>, Vec<usize>) = cell
             .center
             .iter()
@@ -182,6 +189,17 @@ pub fn generate(shape: &[usize], seed: u64, objects: usize, noise: f64) -> Synth
     // background -> dark rim, label kept.
     let original = labels.clone();
     let mut raw = vec![0.0f32; n];
+    // Slowly varying background: a product of one cosine per axis.
+    #[allow(clippy::cast_precision_loss)]
+    let waves: Vec<Vec<f64>> = shape
+        .iter()
+        .map(|&s| {
+            let phase = rng.random::<f64>() * std::f64::consts::TAU;
+            (0..s)
+                .map(|x| (x as f64 / s as f64 * std::f64::consts::TAU * 1.3 + phase).cos())
+                .collect()
+        })
+        .collect();
     for_each_index(shape, |p| {
         let flat: usize = p.iter().zip(&st).map(|(a, b)| a * b).sum();
         let l = original[flat];
@@ -206,15 +224,7 @@ pub fn generate(shape: &[usize], seed: u64, objects: usize, noise: f64) -> Synth
                 }
             }
         }
-        #[allow(clippy::cast_precision_loss)]
-        let background = {
-            let phase: f64 = p
-                .iter()
-                .zip(shape)
-                .map(|(&x, &s)| x as f64 / s as f64 * std::f64::consts::TAU)
-                .sum();
-            0.2 + 0.05 * (1.3 * phase).sin()
-        };
+        let background = 0.2 + 0.05 * p.iter().zip(&waves).map(|(&x, w)| w[x]).product::<f64>();
         #[allow(clippy::cast_possible_truncation)]
         let value = if membrane {
             labels[flat] = 0;
@@ -236,23 +246,31 @@ pub fn generate(shape: &[usize], seed: u64, objects: usize, noise: f64) -> Synth
         for_each_index(shape, |p| {
             let flat: usize = p.iter().zip(&st).map(|(a, b)| a * b).sum();
             let lo = if p[k] > 0 { flat - st[k] } else { flat };
-            let hi = if p[k] + 1 < shape[k] { flat + st[k] } else { flat };
+            let hi = if p[k] + 1 < shape[k] {
+                flat + st[k]
+            } else {
+                flat
+            };
             tmp[flat] = 0.25 * raw[lo] + 0.5 * raw[flat] + 0.25 * raw[hi];
         });
         std::mem::swap(&mut raw, &mut tmp);
     }
 
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let raw: Vec<u8> = raw
-        .into_iter()
-        .map(|v| {
-            let v = f64::from(v) + noise.max(0.0) * gaussian(&mut rng);
-            (v.clamp(0.0, 1.0) * 255.0).round() as u8
-        })
-        .collect();
+    let noise = noise.max(0.0);
+    let mut raw_u8 = Vec::with_capacity(n);
+    for pair in raw.chunks(2) {
+        let (a, b) = gaussian_pair(&mut rng);
+        for (v, z) in pair.iter().zip([a, b]) {
+            let v = f64::from(*v) + noise * z;
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            raw_u8.push((v.clamp(0.0, 1.0) * 255.0).round() as u8);
+        }
+    }
+    let raw = raw_u8;
     let dim = IxDyn(shape);
     SyntheticVolume {
-        raw: ArrayD::from_shape_vec(dim.clone(), raw).unwrap_or_else(|_| ArrayD::zeros(dim.clone())),
+        raw: ArrayD::from_shape_vec(dim.clone(), raw)
+            .unwrap_or_else(|_| ArrayD::zeros(dim.clone())),
         labels: ArrayD::from_shape_vec(dim.clone(), labels).unwrap_or_else(|_| ArrayD::zeros(dim)),
     }
 }
@@ -283,14 +301,20 @@ fn check_config(cfg: &SyntheticConfig) -> Result<()> {
     if !(2..=3).contains(&cfg.shape.len()) || cfg.shape.iter().any(|&s| s < 8) {
         return Err(synthetic_err(
             cfg,
-            format!("shape {:?} needs 2 or 3 axes of at least 8 voxels", cfg.shape),
+            format!(
+                "shape {:?} needs 2 or 3 axes of at least 8 voxels",
+                cfg.shape
+            ),
         ));
     }
     if cfg.objects == 0 {
         return Err(synthetic_err(cfg, "objects must be at least 1".into()));
     }
     if !(cfg.noise.is_finite() && cfg.noise >= 0.0) {
-        return Err(synthetic_err(cfg, format!("noise {} must be >= 0", cfg.noise)));
+        return Err(synthetic_err(
+            cfg,
+            format!("noise {} must be >= 0", cfg.noise),
+        ));
     }
     Ok(())
 }
@@ -340,7 +364,14 @@ fn write_container(dir: &Path, cfg: &SyntheticConfig) -> Result<()> {
         source,
     })?;
     let (train, val) = std::thread::scope(|s| {
-        let val = s.spawn(|| generate(&cfg.shape, validation_seed(cfg.seed), cfg.objects, cfg.noise));
+        let val = s.spawn(|| {
+            generate(
+                &cfg.shape,
+                validation_seed(cfg.seed),
+                cfg.objects,
+                cfg.noise,
+            )
+        });
         let train = generate(&cfg.shape, cfg.seed, cfg.objects, cfg.noise);
         (train, val.join())
     });

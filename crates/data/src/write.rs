@@ -25,7 +25,9 @@ mod private {
 }
 
 /// Element types that can be written.
-pub trait WriteElement: zarrs::array::Element + Copy + Send + Sync + 'static + private::Sealed {
+pub trait WriteElement:
+    zarrs::array::Element + Copy + Send + Sync + 'static + private::Sealed
+{
     /// The zarr data type.
     fn data_type() -> DataType;
     /// The numpy dtype string of zarr v2 metadata.
@@ -105,10 +107,11 @@ pub struct ArrayWriter<T> {
 }
 
 fn default_chunk(shape: &[u64], opts: &WriteOptions) -> Vec<u64> {
-    let channel_axes = opts
-        .axis_names
-        .as_ref()
-        .map_or(0, |n| n.iter().take_while(|a| *a == "c" || a.ends_with('^')).count());
+    let channel_axes = opts.axis_names.as_ref().map_or(0, |n| {
+        n.iter()
+            .take_while(|a| *a == "c" || a.ends_with('^'))
+            .count()
+    });
     let spatial = shape.len().saturating_sub(channel_axes);
     let edge = match spatial {
         0 | 1 => 1 << 16,
@@ -118,7 +121,13 @@ fn default_chunk(shape: &[u64], opts: &WriteOptions) -> Vec<u64> {
     shape
         .iter()
         .enumerate()
-        .map(|(i, &s)| if i < channel_axes { s.max(1) } else { s.clamp(1, edge) })
+        .map(|(i, &s)| {
+            if i < channel_axes {
+                s.max(1)
+            } else {
+                s.clamp(1, edge)
+            }
+        })
         .collect()
 }
 
@@ -126,9 +135,7 @@ fn default_chunk(shape: &[u64], opts: &WriteOptions) -> Vec<u64> {
 fn array_dir(container: &Path, path: &str) -> Result<PathBuf> {
     let rel = Path::new(path.trim_matches('/'));
     if path.trim_matches('/').is_empty()
-        || rel
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_)))
+        || rel.components().any(|c| !matches!(c, Component::Normal(_)))
     {
         return Err(DataError::Array {
             container: container.to_owned(),
@@ -210,7 +217,11 @@ pub fn create_array<T: WriteElement>(
     if dir.exists() {
         let is_array = dir.join("zarr.json").is_file() || dir.join(".zarray").is_file();
         if !is_array || !opts.overwrite {
-            let what = if is_array { "an array" } else { "a directory or group" };
+            let what = if is_array {
+                "an array"
+            } else {
+                "a directory or group"
+            };
             return Err(err(format!(
                 "already exists as {what}; remove it or choose another path"
             )));
@@ -240,8 +251,12 @@ pub fn create_array<T: WriteElement>(
     let store = Arc::new(FilesystemStore::new(container).map_err(|e| zerr(e.to_string()))?);
     let array = match opts.version {
         ZarrVersion::V3 => {
-            let mut builder =
-                ArrayBuilder::new(shape.to_vec(), chunk.as_slice(), T::data_type(), T::fill_value());
+            let mut builder = ArrayBuilder::new(
+                shape.to_vec(),
+                chunk.as_slice(),
+                T::data_type(),
+                T::fill_value(),
+            );
             if !opts.uncompressed {
                 builder.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(3, false))]);
             }

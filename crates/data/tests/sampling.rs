@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use dacapo_core::config::{Augment, AugmentParams, DatasetConfig, Normalize};
-use dacapo_data::{Batch, BatchSampler, Dataset, OpenOptions, SamplerSpec, WriteOptions, write_array};
+use dacapo_data::{
+    Batch, BatchSampler, Dataset, OpenOptions, SamplerSpec, WriteOptions, write_array,
+};
 use ndarray::{ArrayD, Axis, Dimension, IxDyn, Slice};
 
 fn array<T: Copy>(shape: &[usize], f: impl Fn(&[usize]) -> T) -> ArrayD<T> {
@@ -72,7 +74,11 @@ fn open(cfg: &DatasetConfig, dims: usize) -> Dataset {
 
 /// The centre (output) region of each sample's raw, channel 0.
 fn raw_centre(batch: &Batch, b: usize, output: &[usize]) -> ArrayD<f32> {
-    let raw = batch.raw.index_axis(Axis(0), b).index_axis(Axis(0), 0).to_owned();
+    let raw = batch
+        .raw
+        .index_axis(Axis(0), b)
+        .index_axis(Axis(0), 0)
+        .to_owned();
     let shape = raw.shape().to_vec();
     raw.slice_each_axis(|ax| {
         let k = ax.axis.index();
@@ -113,20 +119,28 @@ fn batches_are_pure_functions_of_seed_and_iteration() {
         assert_eq!(a, uncached.batch(i).unwrap(), "iteration {i}");
         assert_eq!(a, cached.batch(i).unwrap());
     }
-    assert_eq!(b3, cached.batch(3).unwrap(), "order of calls must not matter");
+    assert_eq!(
+        b3,
+        cached.batch(3).unwrap(),
+        "order of calls must not matter"
+    );
     assert_ne!(cached.batch(0).unwrap().raw, cached.batch(1).unwrap().raw);
     // Samples within a batch differ too.
     let b = cached.batch(0).unwrap();
     assert_ne!(b.raw.index_axis(Axis(0), 0), b.raw.index_axis(Axis(0), 1));
     let other_seed = BatchSampler::new(vec![open(&cfg, 2)], SamplerSpec { seed: 8, ..s }).unwrap();
-    assert_ne!(other_seed.batch(0).unwrap().raw, cached.batch(0).unwrap().raw);
+    assert_ne!(
+        other_seed.batch(0).unwrap().raw,
+        cached.batch(0).unwrap().raw
+    );
 }
 
 #[test]
 fn batch_shapes_2d_3d_and_channels() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = Setup::unique(&[30, 31]).write(dir.path(), "two");
-    let sampler = BatchSampler::new(vec![open(&cfg, 2)], spec(&[20, 24], &[12, 16], vec![])).unwrap();
+    let sampler =
+        BatchSampler::new(vec![open(&cfg, 2)], spec(&[20, 24], &[12, 16], vec![])).unwrap();
     let b = sampler.batch(0).unwrap();
     assert_eq!(b.raw.shape(), &[3, 1, 20, 24]);
     assert_eq!(b.labels.shape(), &[3, 12, 16]);
@@ -139,7 +153,11 @@ fn batch_shapes_2d_3d_and_channels() {
     let cfg = setup.write(dir.path(), "three");
     let d = open(&cfg, 3);
     assert_eq!(d.channels(), 2);
-    let sampler = BatchSampler::new(vec![d], spec(&[8, 10, 10], &[4, 6, 6], vec![Augment::Mirror])).unwrap();
+    let sampler = BatchSampler::new(
+        vec![d],
+        spec(&[8, 10, 10], &[4, 6, 6], vec![Augment::Mirror]),
+    )
+    .unwrap();
     let b = sampler.batch(5).unwrap();
     assert_eq!(b.raw.shape(), &[3, 2, 8, 10, 10]);
     assert_eq!(b.labels.shape(), &[3, 4, 6, 6]);
@@ -149,14 +167,21 @@ fn batch_shapes_2d_3d_and_channels() {
 }
 
 /// Flips then permutes the spatial axes of an array the way `SampleInfo` describes.
-fn transform<T: Clone>(mut a: ArrayD<T>, lead: usize, mirror: &[bool], perm: &[usize]) -> ArrayD<T> {
+fn transform<T: Clone>(
+    mut a: ArrayD<T>,
+    lead: usize,
+    mirror: &[bool],
+    perm: &[usize],
+) -> ArrayD<T> {
     for (k, &f) in mirror.iter().enumerate() {
         if f {
             a.invert_axis(Axis(lead + k));
         }
     }
     let full: Vec<usize> = (0..lead).chain(perm.iter().map(|p| p + lead)).collect();
-    a.permuted_axes(IxDyn(&full)).as_standard_layout().into_owned()
+    a.permuted_axes(IxDyn(&full))
+        .as_standard_layout()
+        .into_owned()
 }
 
 #[test]
@@ -168,15 +193,28 @@ fn mirror_and_transpose_keep_labels_aligned() {
     ] {
         let cfg = Setup::unique(&shape).write(dir.path(), &format!("d{}", shape.len()));
         let d = open(&cfg, shape.len());
-        let sampler = BatchSampler::new(vec![d.clone()], spec(&input, &output, vec![Augment::Mirror, Augment::Transpose])).unwrap();
+        let sampler = BatchSampler::new(
+            vec![d.clone()],
+            spec(&input, &output, vec![Augment::Mirror, Augment::Transpose]),
+        )
+        .unwrap();
         let (mut flipped, mut transposed) = (false, false);
         for i in 0..30 {
             let b = sampler.batch(i).unwrap();
             for (s, info) in b.samples.iter().enumerate() {
                 let labels = b.labels.index_axis(Axis(0), s).mapv(|v| v as f32);
-                assert_eq!(raw_centre(&b, s, &output), labels, "iteration {i} sample {s}");
+                assert_eq!(
+                    raw_centre(&b, s, &output),
+                    labels,
+                    "iteration {i} sample {s}"
+                );
                 assert!(labels.iter().all(|&v| v > 0.0), "labels inside gt");
-                let expect = transform(d.read_raw(&info.origin, &input).unwrap(), 1, &info.mirror, &info.transpose);
+                let expect = transform(
+                    d.read_raw(&info.origin, &input).unwrap(),
+                    1,
+                    &info.mirror,
+                    &info.transpose,
+                );
                 assert_eq!(b.raw.index_axis(Axis(0), s), expect);
                 flipped |= info.mirror.iter().any(|&m| m);
                 transposed |= info.transpose.iter().enumerate().any(|(k, &p)| k != p);
@@ -207,20 +245,29 @@ fn elastic_keeps_labels_aligned_on_every_axis() {
         (vec![64usize, 64], vec![32usize, 32], vec![20usize, 20]),
         (vec![24, 30, 30], vec![16, 16, 16], vec![8, 8, 8]),
     ] {
-        let mut params = AugmentParams::default();
-        params.elastic_spacing = 6.0;
-        params.elastic_sigma = 2.0;
+        let params = AugmentParams {
+            elastic_spacing: 6.0,
+            elastic_sigma: 2.0,
+            ..AugmentParams::default()
+        };
         let mut non_integer = 0usize;
         let mut total = 0usize;
         for axis in 0..shape.len() {
-            let cfg = ramp_setup(&shape, axis).write(dir.path(), &format!("ramp{}_{axis}", shape.len()));
+            let cfg =
+                ramp_setup(&shape, axis).write(dir.path(), &format!("ramp{}_{axis}", shape.len()));
             let augment = vec![Augment::Elastic, Augment::Mirror, Augment::Transpose];
             let sampler = BatchSampler::new(
                 vec![open(&cfg, shape.len())],
-                SamplerSpec { augment_params: params.clone(), ..spec(&input, &output, augment) },
+                SamplerSpec {
+                    augment_params: params.clone(),
+                    ..spec(&input, &output, augment)
+                },
             )
             .unwrap();
-            assert!(sampler.batch(0).unwrap().mask.is_none(), "elastic margin fits: no padding");
+            assert!(
+                sampler.batch(0).unwrap().mask.is_none(),
+                "elastic margin fits: no padding"
+            );
             for i in 0..8 {
                 let b = sampler.batch(i).unwrap();
                 for s in 0..b.samples.len() {
@@ -231,7 +278,10 @@ fn elastic_keeps_labels_aligned_on_every_axis() {
                     assert!(max <= 0.5 + 1e-4, "axis {axis} iteration {i}: max {max}");
                     assert!(mean < 0.35, "axis {axis} iteration {i}: mean {mean}");
                     let raw = b.raw.index_axis(Axis(0), s);
-                    non_integer += raw.iter().filter(|v| (**v - v.round()).abs() > 1e-3).count();
+                    non_integer += raw
+                        .iter()
+                        .filter(|v| (**v - v.round()).abs() > 1e-3)
+                        .count();
                     total += raw.len();
                 }
             }
@@ -249,7 +299,9 @@ fn gt_smaller_than_raw_is_placed_by_offset() {
     setup.raw_opts.voxel_size = Some(vec![2.0, 2.0]);
     setup.raw_opts.offset = Some(vec![100.0, 50.0]);
     // gt covers raw voxels [10, 30) x [8, 32): world offset = raw offset + shift * voxel size.
-    setup.gt = array(&[20, 24], |p| (1 + flat(&raw_shape, &[p[0] + 10, p[1] + 8])) as u64);
+    setup.gt = array(&[20, 24], |p| {
+        (1 + flat(&raw_shape, &[p[0] + 10, p[1] + 8])) as u64
+    });
     setup.gt_opts.voxel_size = Some(vec![2.0, 2.0]);
     setup.gt_opts.offset = Some(vec![120.0, 66.0]);
     let cfg = setup.write(dir.path(), "offset");
@@ -258,7 +310,8 @@ fn gt_smaller_than_raw_is_placed_by_offset() {
     assert_eq!(d.gt().unwrap().shape(), &[20, 24]);
     assert_eq!(d.voxel_size(), &[2.0, 2.0]);
     let output = [8usize, 8];
-    let sampler = BatchSampler::new(vec![d], spec(&[16, 16], &output, vec![Augment::Mirror])).unwrap();
+    let sampler =
+        BatchSampler::new(vec![d], spec(&[16, 16], &output, vec![Augment::Mirror])).unwrap();
     assert!(!sampler.has_mask());
     let mut seen = std::collections::BTreeSet::new();
     for i in 0..40 {
@@ -267,8 +320,16 @@ fn gt_smaller_than_raw_is_placed_by_offset() {
             let labels = b.labels.index_axis(Axis(0), s).mapv(|v| v as f32);
             assert_eq!(raw_centre(&b, s, &output), labels);
             // Output block inside gt, input block inside raw.
-            assert!((10 - 4..=30 - 8 - 4).contains(&info.origin[0]), "{:?}", info.origin);
-            assert!((8 - 4..=32 - 8 - 4).contains(&info.origin[1]), "{:?}", info.origin);
+            assert!(
+                (10 - 4..=30 - 8 - 4).contains(&info.origin[0]),
+                "{:?}",
+                info.origin
+            );
+            assert!(
+                (8 - 4..=32 - 8 - 4).contains(&info.origin[1]),
+                "{:?}",
+                info.origin
+            );
             seen.insert(info.origin.clone());
         }
     }
@@ -286,12 +347,24 @@ fn arrays_smaller_than_a_block_are_padded() {
     for i in 0..10 {
         let b = sampler.batch(i).unwrap();
         for (s, info) in b.samples.iter().enumerate() {
-            assert!(info.origin.iter().all(|o| (-4..=-2).contains(o)), "{:?}", info.origin);
+            assert!(
+                info.origin.iter().all(|o| (-4..=-2).contains(o)),
+                "{:?}",
+                info.origin
+            );
             let labels = b.labels.index_axis(Axis(0), s).mapv(|v| v as f32);
             assert_eq!(raw_centre(&b, s, &output), labels);
             assert!(labels.iter().all(|&v| v > 0.0));
-            let raw = b.raw.index_axis(Axis(0), s).index_axis(Axis(0), 0).to_owned();
-            for ((y, x), v) in raw.into_dimensionality::<ndarray::Ix2>().unwrap().indexed_iter() {
+            let raw = b
+                .raw
+                .index_axis(Axis(0), s)
+                .index_axis(Axis(0), 0)
+                .to_owned();
+            for ((y, x), v) in raw
+                .into_dimensionality::<ndarray::Ix2>()
+                .unwrap()
+                .indexed_iter()
+            {
                 let (gy, gx) = (y as i64 + info.origin[0], x as i64 + info.origin[1]);
                 let inside = (0..10).contains(&gy) && (0..10).contains(&gx);
                 assert_eq!(*v > 0.0, inside, "voxel {gy},{gx}");
@@ -301,10 +374,16 @@ fn arrays_smaller_than_a_block_are_padded() {
 
     // gt (6x6 at raw offset 2) smaller than the 8x8 output block: centred, masked outside.
     let mut setup = Setup::unique(&[10, 10]);
-    setup.gt = array(&[6, 6], |p| (1 + flat(&[10, 10], &[p[0] + 2, p[1] + 2])) as u64);
+    setup.gt = array(&[6, 6], |p| {
+        (1 + flat(&[10, 10], &[p[0] + 2, p[1] + 2])) as u64
+    });
     setup.gt_opts.offset = Some(vec![2.0, 2.0]);
     let cfg = setup.write(dir.path(), "tiny_gt");
-    let sampler = BatchSampler::new(vec![open(&cfg, 2)], spec(&[12, 12], &output, vec![Augment::Mirror])).unwrap();
+    let sampler = BatchSampler::new(
+        vec![open(&cfg, 2)],
+        spec(&[12, 12], &output, vec![Augment::Mirror]),
+    )
+    .unwrap();
     assert!(sampler.has_mask());
     let b = sampler.batch(0).unwrap();
     let mask = b.mask.as_ref().unwrap();
@@ -326,7 +405,11 @@ fn datasets_are_drawn_by_weight() {
     b.weight = 1.0;
     let mut c = Setup::unique(&[20, 20]).write(dir.path(), "w0");
     c.weight = 0.0;
-    let sampler = BatchSampler::new(vec![open(&a, 2), open(&b, 2), open(&c, 2)], spec(&[8, 8], &[8, 8], vec![])).unwrap();
+    let sampler = BatchSampler::new(
+        vec![open(&a, 2), open(&b, 2), open(&c, 2)],
+        spec(&[8, 8], &[8, 8], vec![]),
+    )
+    .unwrap();
     let mut counts = [0usize; 3];
     for i in 0..200 {
         for info in sampler.batch(i).unwrap().samples {
@@ -355,7 +438,12 @@ fn masks_are_sampled_and_returned() {
         let mask = b.mask.as_ref().unwrap();
         for (s, info) in b.samples.iter().enumerate() {
             let m = mask.index_axis(Axis(0), s);
-            for ((y, _x), &v) in m.clone().into_dimensionality::<ndarray::Ix2>().unwrap().indexed_iter() {
+            for ((y, _x), &v) in m
+                .clone()
+                .into_dimensionality::<ndarray::Ix2>()
+                .unwrap()
+                .indexed_iter()
+            {
                 assert_eq!(v, info.origin[0] + 2 + (y as i64) < 8);
             }
             with_mask += usize::from(m.iter().any(|&v| v));
@@ -374,28 +462,68 @@ fn intensity_augmentations_change_raw_only() {
     let cfg = setup.write(dir.path(), "int");
     let d = open(&cfg, 2);
     let base_spec = spec(&[16, 16], &[8, 8], vec![]);
-    let base = BatchSampler::new(vec![d.clone()], base_spec.clone()).unwrap().batch(4).unwrap();
+    let base = BatchSampler::new(vec![d.clone()], base_spec.clone())
+        .unwrap()
+        .batch(4)
+        .unwrap();
     let with = |augment: Vec<Augment>, params: AugmentParams| {
-        BatchSampler::new(vec![d.clone()], SamplerSpec { augment, augment_params: params, ..base_spec.clone() })
-            .unwrap()
-            .batch(4)
-            .unwrap()
+        BatchSampler::new(
+            vec![d.clone()],
+            SamplerSpec {
+                augment,
+                augment_params: params,
+                ..base_spec.clone()
+            },
+        )
+        .unwrap()
+        .batch(4)
+        .unwrap()
     };
-    let params = AugmentParams { intensity_scale: [2.0, 2.0], intensity_shift: [0.5, 0.5], gamma: [2.0, 2.0], noise_std: 0.1, ..AugmentParams::default() };
+    let params = AugmentParams {
+        intensity_scale: [2.0, 2.0],
+        intensity_shift: [0.5, 0.5],
+        gamma: [2.0, 2.0],
+        noise_std: 0.1,
+        ..AugmentParams::default()
+    };
     let b = with(vec![Augment::Intensity], params.clone());
     assert_eq!(b.labels, base.labels);
-    assert!(b.raw.iter().zip(base.raw.iter()).all(|(a, o)| (a - (2.0 * o + 0.5)).abs() < 1e-6));
+    assert!(
+        b.raw
+            .iter()
+            .zip(base.raw.iter())
+            .all(|(a, o)| (a - (2.0 * o + 0.5)).abs() < 1e-6)
+    );
     let b = with(vec![Augment::Gamma], params.clone());
-    assert!(b.raw.iter().zip(base.raw.iter()).all(|(a, o)| (a - o.clamp(0.0, 1.0).powi(2)).abs() < 1e-6));
+    assert!(
+        b.raw
+            .iter()
+            .zip(base.raw.iter())
+            .all(|(a, o)| (a - o.clamp(0.0, 1.0).powi(2)).abs() < 1e-6)
+    );
     let b = with(vec![Augment::Noise], params.clone());
-    let diff: Vec<f32> = b.raw.iter().zip(base.raw.iter()).map(|(a, o)| a - o).collect();
+    let diff: Vec<f32> = b
+        .raw
+        .iter()
+        .zip(base.raw.iter())
+        .map(|(a, o)| a - o)
+        .collect();
     let n = diff.len() as f32;
     let mean = diff.iter().sum::<f32>() / n;
     let std = (diff.iter().map(|d| (d - mean).powi(2)).sum::<f32>() / n).sqrt();
-    assert!(mean.abs() < 0.02 && (std - 0.1).abs() < 0.01, "{mean} {std}");
+    assert!(
+        mean.abs() < 0.02 && (std - 0.1).abs() < 0.01,
+        "{mean} {std}"
+    );
     assert_eq!(b.labels, base.labels);
     // Gamma in [0.5, 2] is drawn log-uniformly: values stay in [0, 1].
-    let b = with(vec![Augment::Gamma], AugmentParams { gamma: [0.5, 2.0], ..AugmentParams::default() });
+    let b = with(
+        vec![Augment::Gamma],
+        AugmentParams {
+            gamma: [0.5, 2.0],
+            ..AugmentParams::default()
+        },
+    );
     assert!(b.raw.iter().all(|v| (0.0..=1.0).contains(v)));
 }
 
@@ -404,11 +532,21 @@ fn bad_specs_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = Setup::unique(&[20, 20]).write(dir.path(), "s");
     let d = open(&cfg, 2);
-    let err = |s: SamplerSpec| BatchSampler::new(vec![d.clone()], s).unwrap_err().to_string();
+    let err = |s: SamplerSpec| {
+        BatchSampler::new(vec![d.clone()], s)
+            .unwrap_err()
+            .to_string()
+    };
     assert!(err(spec(&[16, 16], &[9, 9], vec![])).contains("even"));
     assert!(err(spec(&[16, 16], &[18, 16], vec![])).contains("fit in input"));
     assert!(err(spec(&[16, 16, 16], &[8, 8, 8], vec![])).contains("spatial axes"));
-    assert!(err(SamplerSpec { batch_size: 0, ..spec(&[16, 16], &[8, 8], vec![]) }).contains("batch size"));
+    assert!(
+        err(SamplerSpec {
+            batch_size: 0,
+            ..spec(&[16, 16], &[8, 8], vec![])
+        })
+        .contains("batch size")
+    );
     let mut zero = cfg.clone();
     zero.weight = 0.0;
     let e = BatchSampler::new(vec![open(&zero, 2)], spec(&[16, 16], &[8, 8], vec![])).unwrap_err();

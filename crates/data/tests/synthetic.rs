@@ -31,7 +31,10 @@ fn check_plausible(v: &SyntheticVolume, objects: usize) {
     );
     let n = v.labels.len();
     let foreground = v.labels.iter().filter(|&&l| l > 0).count();
-    assert!((n / 5..=n * 4 / 5).contains(&foreground), "foreground {foreground} of {n}");
+    assert!(
+        (n / 5..=n * 4 / 5).contains(&foreground),
+        "foreground {foreground} of {n}"
+    );
     // Different cells never touch face to face: a membrane (label 0) separates them.
     for (p, &l) in v.labels.indexed_iter() {
         if l == 0 {
@@ -39,7 +42,11 @@ fn check_plausible(v: &SyntheticVolume, objects: usize) {
         }
         for q in face_neighbours(&shape, p.slice()) {
             let m = v.labels[IxDyn(&q)];
-            assert!(m == 0 || m == l, "cells {l} and {m} touch at {:?}", p.slice());
+            assert!(
+                m == 0 || m == l,
+                "cells {l} and {m} touch at {:?}",
+                p.slice()
+            );
         }
     }
     let mean = |fg: bool| {
@@ -108,15 +115,25 @@ fn ensure_synthetic_creates_once_and_checks_parameters() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 2, "no new temporary directory is left: {names:?}");
+    assert_eq!(
+        names.len(),
+        2,
+        "no new temporary directory is left: {names:?}"
+    );
 
     let raw = ZarrArray::open(&c.zarr, RAW, Some(2)).unwrap();
     assert_eq!(raw.meta().shape, vec![96, 80]);
     assert_eq!(raw.meta().voxel_size, vec![1.0, 1.0]);
     assert_eq!(raw.meta().axis_names, vec!["y", "x"]);
-    let labels = ZarrArray::open(&c.zarr, LABELS, Some(2)).unwrap().read_labels(&[0, 0], &[96, 80]).unwrap();
+    let labels = ZarrArray::open(&c.zarr, LABELS, Some(2))
+        .unwrap()
+        .read_labels(&[0, 0], &[96, 80])
+        .unwrap();
     assert_eq!(labels, generate(&[96, 80], 11, 15, 0.1).labels);
-    let val = ZarrArray::open(&c.zarr, LABELS_VAL, Some(2)).unwrap().read_labels(&[0, 0], &[96, 80]).unwrap();
+    let val = ZarrArray::open(&c.zarr, LABELS_VAL, Some(2))
+        .unwrap()
+        .read_labels(&[0, 0], &[96, 80])
+        .unwrap();
     assert_ne!(val, labels, "validation data comes from another seed");
 
     // The datasplit of the quickstart opens on it.
@@ -141,26 +158,49 @@ fn ensure_synthetic_creates_once_and_checks_parameters() {
     .unwrap();
     let raw: ArrayD<f32> = split.train[0].raw().unwrap();
     assert_eq!(raw.shape(), &[1, 96, 80]);
-    let (lo, hi) = raw.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = raw
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     assert!(lo <= 0.0 && hi >= 1.0 && lo > -0.5 && hi < 1.5, "{lo} {hi}");
     assert_eq!(split.validate[0].gt().unwrap(), val);
 
     // Other parameters for an existing container: an error saying what to do.
-    let changed = SyntheticConfig { noise: 0.2, ..c.clone() };
+    let changed = SyntheticConfig {
+        noise: 0.2,
+        ..c.clone()
+    };
     let e = ensure_synthetic(&changed).unwrap_err().to_string();
-    assert!(e.contains("cells.zarr") && e.contains("delete the container"), "{e}");
+    assert!(
+        e.contains("cells.zarr") && e.contains("delete the container"),
+        "{e}"
+    );
     // A container the generator did not make is never touched.
-    let foreign = SyntheticConfig { zarr: dir.path().join("data/.cells.zarr.tmp-1-2"), ..c.clone() };
+    let foreign = SyntheticConfig {
+        zarr: dir.path().join("data/.cells.zarr.tmp-1-2"),
+        ..c.clone()
+    };
     let e = ensure_synthetic(&foreign).unwrap_err().to_string();
     assert!(e.contains("not made by the synthetic generator"), "{e}");
-    let bad = SyntheticConfig { shape: vec![4, 100], ..c };
-    assert!(ensure_synthetic(&bad).unwrap_err().to_string().contains("at least 8"));
+    let bad = SyntheticConfig {
+        shape: vec![4, 100],
+        ..c
+    };
+    assert!(
+        ensure_synthetic(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("at least 8")
+    );
 }
 
 #[test]
 fn synthetic_3d_container() {
     let dir = tempfile::tempdir().unwrap();
-    let c = SyntheticConfig { shape: vec![24, 32, 32], objects: 8, ..cfg(dir.path()) };
+    let c = SyntheticConfig {
+        shape: vec![24, 32, 32],
+        objects: 8,
+        ..cfg(dir.path())
+    };
     assert!(ensure_synthetic(&c).unwrap());
     let a = ZarrArray::open(&c.zarr, RAW_VAL, Some(3)).unwrap();
     assert_eq!(a.meta().axis_names, vec!["z", "y", "x"]);

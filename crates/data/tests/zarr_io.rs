@@ -5,7 +5,9 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use dacapo_core::config::{DatasetConfig, Normalize};
-use dacapo_data::{DataError, Dataset, Dtype, OpenOptions, WriteOptions, ZarrArray, ZarrVersion, write_array};
+use dacapo_data::{
+    DataError, Dataset, Dtype, OpenOptions, WriteOptions, ZarrArray, ZarrVersion, write_array,
+};
 use ndarray::{ArrayD, IxDyn, s};
 use zarrs::array::codec::{BloscCodec, BloscCompressionLevel, BloscCompressor, BloscShuffleMode};
 use zarrs::array::{BytesToBytesCodecTraits, CodecOptions};
@@ -51,7 +53,10 @@ fn v3_and_v2_round_trips_for_every_dtype() {
         assert_eq!(m.dtype, Dtype::U16);
         assert_eq!(m.shape, vec![13, 11]);
         assert_eq!(m.chunk_shape, vec![7, 5]);
-        assert_eq!(m.zarr_format, if version == ZarrVersion::V2 { 2 } else { 3 });
+        assert_eq!(
+            m.zarr_format,
+            if version == ZarrVersion::V2 { 2 } else { 3 }
+        );
         assert_eq!(m.voxel_size, vec![4.0, 2.0]);
         assert_eq!(m.offset, vec![8.0, 6.0]);
         assert_eq!(m.axis_names, vec!["y", "x"]);
@@ -64,22 +69,47 @@ fn v3_and_v2_round_trips_for_every_dtype() {
 
         let f = ZarrArray::open(&c, "group/f32", None).unwrap();
         assert_eq!(f.meta().dtype, Dtype::F32);
-        assert_eq!(f.read_f32(&[0, 0], &[13, 11]).unwrap(), ramp(&shape, |i| i as f32 * 0.5));
+        assert_eq!(
+            f.read_f32(&[0, 0], &[13, 11]).unwrap(),
+            ramp(&shape, |i| i as f32 * 0.5)
+        );
         let f = ZarrArray::open(&c, "f64", None).unwrap();
         assert_eq!(f.read_f32(&[1, 1], &[1, 1]).unwrap()[[0, 0]], 11.75);
 
         let labels = ZarrArray::open(&c, "u64", None).unwrap();
-        assert_eq!(labels.read_labels(&[0, 0], &[13, 11]).unwrap(), ramp(&shape, |i| i as u64 + (1 << 40)));
+        assert_eq!(
+            labels.read_labels(&[0, 0], &[13, 11]).unwrap(),
+            ramp(&shape, |i| i as u64 + (1 << 40))
+        );
         let labels = ZarrArray::open(&c, "i32", None).unwrap();
-        assert_eq!(labels.read_labels(&[2, 0], &[1, 3]).unwrap().iter().copied().collect::<Vec<_>>(), vec![66, 69, 72]);
+        assert_eq!(
+            labels
+                .read_labels(&[2, 0], &[1, 3])
+                .unwrap()
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![66, 69, 72]
+        );
         for name in ["u8", "u32", "i8", "i64"] {
             let a = ZarrArray::open(&c, name, None).unwrap();
             assert_eq!(a.read_f32(&[0, 0], &[1, 1]).unwrap().len(), 1, "{name}");
         }
         let i8s = ZarrArray::open(&c, "i8", None).unwrap();
-        assert_eq!(i8s.read_f32(&[0, 0], &[1, 2]).unwrap().iter().copied().collect::<Vec<_>>(), vec![-50.0, -49.0]);
+        assert_eq!(
+            i8s.read_f32(&[0, 0], &[1, 2])
+                .unwrap()
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![-50.0, -49.0]
+        );
         // Intermediate groups exist so other readers see a complete hierarchy.
-        let group_meta = if version == ZarrVersion::V2 { ".zgroup" } else { "zarr.json" };
+        let group_meta = if version == ZarrVersion::V2 {
+            ".zgroup"
+        } else {
+            "zarr.json"
+        };
         assert!(c.join(group_meta).is_file() && c.join("group").join(group_meta).is_file());
     }
 }
@@ -132,12 +162,18 @@ fn python_style_v2_array_with_blosc_opens() {
                 for z in cz * 2..cz * 2 + 2 {
                     for y in cy * 3..cy * 3 + 3 {
                         for x in cx * 4..cx * 4 + 4 {
-                            let v = if z < shape[0] && y < shape[1] && x < shape[2] { value(z, y, x) } else { 0 };
+                            let v = if z < shape[0] && y < shape[1] && x < shape[2] {
+                                value(z, y, x)
+                            } else {
+                                0
+                            };
                             bytes.extend_from_slice(&v.to_le_bytes());
                         }
                     }
                 }
-                let encoded = codec.encode(Cow::Owned(bytes), &CodecOptions::default()).unwrap();
+                let encoded = codec
+                    .encode(Cow::Owned(bytes), &CodecOptions::default())
+                    .unwrap();
                 std::fs::write(c.join(format!("volumes/raw/{cz}.{cy}.{cx}")), &*encoded).unwrap();
             }
         }
@@ -178,7 +214,10 @@ fn python_style_v2_fortran_order_big_endian_opens() {
     std::fs::write(c.join("raw/0.0"), bytes).unwrap();
     let a = ZarrArray::open(&c, "raw", None).unwrap();
     let got = a.read_f32(&[0, 0], &[2, 3]).unwrap();
-    assert_eq!(got.iter().copied().collect::<Vec<_>>(), vec![0.0, 1.0, 2.0, 10.0, 11.0, 12.0]);
+    assert_eq!(
+        got.iter().copied().collect::<Vec<_>>(),
+        vec![0.0, 1.0, 2.0, 10.0, 11.0, 12.0]
+    );
 }
 
 #[test]
@@ -194,8 +233,12 @@ fn channel_axis_from_v3_dimension_names() {
     write_array(&c, "raw", &data, &opts).unwrap();
     // Remove the attribute: the v3 dimension names alone must identify the channel axis.
     let meta_path = c.join("raw/zarr.json");
-    let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
-    meta["attributes"].as_object_mut().unwrap().remove("axis_names");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    meta["attributes"]
+        .as_object_mut()
+        .unwrap()
+        .remove("axis_names");
     assert_eq!(meta["dimension_names"], serde_json::json!(["c^", "y", "x"]));
     std::fs::write(&meta_path, meta.to_string()).unwrap();
     let a = ZarrArray::open(&c, "raw", None).unwrap();
@@ -228,37 +271,75 @@ fn errors_name_container_array_and_fix() {
     write_array(&c, "raw", &ramp(&[10, 10], |i| i as u8), &opts).unwrap();
     write_array(&c, "float_labels", &ramp(&[10, 10], |i| i as f32), &opts).unwrap();
     write_array(&c, "neg_labels", &ramp(&[10, 10], |i| i as i32 - 3), &opts).unwrap();
-    write_array(&c, "labels3d", &ramp(&[2, 10, 10], |i| i as u32), &WriteOptions {
-        axis_names: Some(vec!["z".into(), "y".into(), "x".into()]),
-        ..WriteOptions::default()
-    })
+    write_array(
+        &c,
+        "labels3d",
+        &ramp(&[2, 10, 10], |i| i as u32),
+        &WriteOptions {
+            axis_names: Some(vec!["z".into(), "y".into(), "x".into()]),
+            ..WriteOptions::default()
+        },
+    )
     .unwrap();
 
     let missing = dir.path().join("nope.zarr");
     let e = ZarrArray::open(&missing, "raw", None).unwrap_err();
     assert!(matches!(e, DataError::MissingContainer { .. }));
-    assert!(e.to_string().contains("nope.zarr") && e.to_string().contains("does not exist"), "{e}");
+    assert!(
+        e.to_string().contains("nope.zarr") && e.to_string().contains("does not exist"),
+        "{e}"
+    );
 
     let e = ZarrArray::open(&c, "rwa", None).unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("\"rwa\"") && msg.contains("e.zarr"), "{msg}");
-    assert!(msg.contains("arrays in this container: float_labels, labels3d, neg_labels, raw"), "{msg}");
+    assert!(
+        msg.contains("arrays in this container: float_labels, labels3d, neg_labels, raw"),
+        "{msg}"
+    );
 
-    let e = Dataset::open(&dataset_cfg(&c, "raw", "float_labels"), 2, &OpenOptions::default()).unwrap_err();
+    let e = Dataset::open(
+        &dataset_cfg(&c, "raw", "float_labels"),
+        2,
+        &OpenOptions::default(),
+    )
+    .unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, DataError::Dtype { .. }), "{msg}");
-    assert!(msg.contains("float_labels") && msg.contains("float32") && msg.contains("integer"), "{msg}");
+    assert!(
+        msg.contains("float_labels") && msg.contains("float32") && msg.contains("integer"),
+        "{msg}"
+    );
 
-    let e = Dataset::open(&dataset_cfg(&c, "raw", "neg_labels"), 2, &OpenOptions::default()).unwrap_err();
+    let e = Dataset::open(
+        &dataset_cfg(&c, "raw", "neg_labels"),
+        2,
+        &OpenOptions::default(),
+    )
+    .unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("neg_labels") && msg.contains("negative label -3"), "{msg}");
+    assert!(
+        msg.contains("neg_labels") && msg.contains("negative label -3"),
+        "{msg}"
+    );
 
-    let e = Dataset::open(&dataset_cfg(&c, "raw", "labels3d"), 2, &OpenOptions::default()).unwrap_err();
+    let e = Dataset::open(
+        &dataset_cfg(&c, "raw", "labels3d"),
+        2,
+        &OpenOptions::default(),
+    )
+    .unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("labels3d") && msg.contains("3 spatial axes") && msg.contains("2D network"), "{msg}");
+    assert!(
+        msg.contains("labels3d") && msg.contains("3 spatial axes") && msg.contains("2D network"),
+        "{msg}"
+    );
 
     let e = Dataset::open(&dataset_cfg(&c, "raw", "raw"), 3, &OpenOptions::default()).unwrap_err();
-    assert!(e.to_string().contains("3D network needs 3 spatial axes"), "{e}");
+    assert!(
+        e.to_string().contains("3D network needs 3 spatial axes"),
+        "{e}"
+    );
 
     // An unsupported dtype (float16) is named with what to do.
     write_file(
@@ -281,8 +362,20 @@ fn errors_name_container_array_and_fix() {
     // Writing over an existing array needs `overwrite`.
     let e = write_array(&c, "raw", &ramp(&[2, 2], |i| i as u8), &opts).unwrap_err();
     assert!(e.to_string().contains("already exists"), "{e}");
-    write_array(&c, "raw", &ramp(&[2, 2], |i| i as u8), &WriteOptions { overwrite: true, ..opts.clone() }).unwrap();
-    assert_eq!(ZarrArray::open(&c, "raw", None).unwrap().meta().shape, vec![2, 2]);
+    write_array(
+        &c,
+        "raw",
+        &ramp(&[2, 2], |i| i as u8),
+        &WriteOptions {
+            overwrite: true,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        ZarrArray::open(&c, "raw", None).unwrap().meta().shape,
+        vec![2, 2]
+    );
     let e = write_array(&c, "../escape", &ramp(&[2, 2], |i| i as u8), &opts).unwrap_err();
     assert!(e.to_string().contains("not a valid array path"), "{e}");
 }
@@ -291,17 +384,34 @@ fn errors_name_container_array_and_fix() {
 fn mismatched_geometry_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let c = dir.path().join("g.zarr");
-    let raw = WriteOptions { voxel_size: Some(vec![4.0, 4.0]), ..WriteOptions::default() };
+    let raw = WriteOptions {
+        voxel_size: Some(vec![4.0, 4.0]),
+        ..WriteOptions::default()
+    };
     write_array(&c, "raw", &ramp(&[10, 10], |i| i as u8), &raw).unwrap();
-    let other_res = WriteOptions { voxel_size: Some(vec![8.0, 8.0]), ..WriteOptions::default() };
+    let other_res = WriteOptions {
+        voxel_size: Some(vec![8.0, 8.0]),
+        ..WriteOptions::default()
+    };
     write_array(&c, "gt_res", &ramp(&[10, 10], |i| i as u8), &other_res).unwrap();
-    let half_voxel = WriteOptions { voxel_size: Some(vec![4.0, 4.0]), offset: Some(vec![2.0, 0.0]), ..WriteOptions::default() };
+    let half_voxel = WriteOptions {
+        voxel_size: Some(vec![4.0, 4.0]),
+        offset: Some(vec![2.0, 0.0]),
+        ..WriteOptions::default()
+    };
     write_array(&c, "gt_shift", &ramp(&[10, 10], |i| i as u8), &half_voxel).unwrap();
-    let far = WriteOptions { voxel_size: Some(vec![4.0, 4.0]), offset: Some(vec![400.0, 0.0]), ..WriteOptions::default() };
+    let far = WriteOptions {
+        voxel_size: Some(vec![4.0, 4.0]),
+        offset: Some(vec![400.0, 0.0]),
+        ..WriteOptions::default()
+    };
     write_array(&c, "gt_far", &ramp(&[10, 10], |i| i as u8), &far).unwrap();
     let o = OpenOptions::default();
     let e = Dataset::open(&dataset_cfg(&c, "raw", "gt_res"), 2, &o).unwrap_err();
-    assert!(e.to_string().contains("voxel size") && e.to_string().contains("resampling"), "{e}");
+    assert!(
+        e.to_string().contains("voxel size") && e.to_string().contains("resampling"),
+        "{e}"
+    );
     let e = Dataset::open(&dataset_cfg(&c, "raw", "gt_shift"), 2, &o).unwrap_err();
     assert!(e.to_string().contains("whole number of voxels"), "{e}");
     let e = Dataset::open(&dataset_cfg(&c, "raw", "gt_far"), 2, &o).unwrap_err();
@@ -315,7 +425,13 @@ fn normalisation_values() {
     // 0..=1000 in a 7x143 array: numpy percentiles 1 and 99.8 are 10 and 998.
     let data = ramp(&[7, 143], |i| i.min(1000) as u16);
     write_array(&c, "raw", &data, &WriteOptions::default()).unwrap();
-    write_array(&c, "gt", &ramp(&[7, 143], |_| 1u8), &WriteOptions::default()).unwrap();
+    write_array(
+        &c,
+        "gt",
+        &ramp(&[7, 143], |_| 1u8),
+        &WriteOptions::default(),
+    )
+    .unwrap();
     let mut cfg = dataset_cfg(&c, "raw", "gt");
     let d = Dataset::open(&cfg, 2, &OpenOptions::default()).unwrap();
     // 7*143 = 1001 values 0..=1000.
@@ -323,12 +439,19 @@ fn normalisation_values() {
     let raw = d.raw().unwrap();
     assert_eq!(raw.shape(), &[1, 7, 143]);
     assert!((raw[[0, 0, 10]] - 0.0).abs() < 1e-6);
-    assert!((raw[[0, 6, 140]] - 1.0).abs() < 1e-6, "{}", raw[[0, 6, 140]]); // value 998
+    assert!(
+        (raw[[0, 6, 140]] - 1.0).abs() < 1e-6,
+        "{}",
+        raw[[0, 6, 140]]
+    ); // value 998
     // The uncached path gives identical values.
     let uncached = Dataset::open(&cfg, 2, &OpenOptions { cache_bytes: 0 }).unwrap();
     assert_eq!(uncached.raw().unwrap(), raw);
 
-    cfg.normalize = Normalize::Range { min: 0.0, max: 500.0 };
+    cfg.normalize = Normalize::Range {
+        min: 0.0,
+        max: 500.0,
+    };
     let d = Dataset::open(&cfg, 2, &OpenOptions::default()).unwrap();
     assert_eq!(d.raw().unwrap()[[0, 1, 0]], 143.0 / 500.0);
     cfg.normalize = Normalize::None;
@@ -347,13 +470,25 @@ fn percentiles_of_large_arrays_use_a_bounded_deterministic_sample() {
     // sampled percentiles must land near 10 and 998.
     let shape = [2100, 2100];
     let data = ramp(&shape, |i| ((i.wrapping_mul(2_654_435_761)) % 1000) as u16);
-    write_array(&c, "raw", &data, &WriteOptions { chunk_shape: Some(vec![256, 256]), ..WriteOptions::default() }).unwrap();
+    write_array(
+        &c,
+        "raw",
+        &data,
+        &WriteOptions {
+            chunk_shape: Some(vec![256, 256]),
+            ..WriteOptions::default()
+        },
+    )
+    .unwrap();
     let a = ZarrArray::open(&c, "raw", None).unwrap();
     let start = std::time::Instant::now();
     let n1 = dacapo_data::Normalizer::compute(&a, Normalize::Percentile).unwrap();
     let took = start.elapsed();
     let n2 = dacapo_data::Normalizer::compute(&a, Normalize::Percentile).unwrap();
     assert_eq!(n1, n2);
-    assert!((n1.low - 10.0).abs() <= 2.0 && (n1.high - 998.0).abs() <= 2.0, "{n1:?}");
+    assert!(
+        (n1.low - 10.0).abs() <= 2.0 && (n1.high - 998.0).abs() <= 2.0,
+        "{n1:?}"
+    );
     assert!(took.as_secs_f64() < 5.0, "took {took:?}");
 }
