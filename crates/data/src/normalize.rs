@@ -172,6 +172,23 @@ mod tests {
         assert_eq!(percentile(&mut one, 99.8), 7.0);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn percentile_matches_sorted_reference(
+            mut values in proptest::collection::vec(-1000.0f32..1000.0, 1..200),
+            p in 0.0f64..=100.0,
+        ) {
+            let mut sorted = values.clone();
+            sorted.sort_by(f32::total_cmp);
+            let rank = p / 100.0 * (sorted.len() - 1) as f64;
+            let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+            let (a, b) = (f64::from(sorted[lo]), f64::from(sorted[hi]));
+            let expect = a + (b - a) * (rank - rank.floor());
+            let got = percentile(&mut values, p);
+            proptest::prop_assert!((got - expect).abs() <= 1e-9 * expect.abs().max(1.0), "{} vs {}", got, expect);
+        }
+    }
+
     #[test]
     fn normalizer_maps_low_high_to_unit() {
         let n = Normalizer {
