@@ -621,7 +621,10 @@ impl WeightsStore for LocalWeightsStore {
         }
         let intent = written?;
 
-        fs::rename(&tmp, &final_dir).map_err(io_err("commit (rename) checkpoint", &final_dir))?;
+        if let Err(e) = fs::rename(&tmp, &final_dir) {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(io_err("commit (rename) checkpoint", &final_dir)(e));
+        }
         if self.fsync {
             fsync_dir(&it_dir)?;
         }
