@@ -12,8 +12,7 @@ use dacapo_core::{
 use dacapo_data::{BatchSampler, DataSplit, OpenOptions, SamplerSpec};
 use dacapo_models::{Task, TrainStep, UNet, UNetConfig, adam_config};
 use dacapo_store::{
-    BestRecord, FileStatsStore, LocalWeightsStore, RunLock, StatsStore, TrainState, Weights,
-    WeightsStore,
+    FileStatsStore, LocalWeightsStore, RunLock, StatsStore, TrainState, Weights, WeightsStore,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -285,6 +284,9 @@ pub fn train(
     // A resumed checkpoint that was never validated (killed during validation) is now.
     if resumed_from > 0 && ctx.scores.validated_until() <= resumed_from {
         ctx.validate_and_record(resumed_from, &step, &mut writer)?;
+    } else if !ctx.scores.scores().is_empty() {
+        // Best records lag the stored scores if the last trainer died between the two.
+        ctx.update_best()?;
     }
 
     let mut last_checkpoint = resumed_from;
@@ -436,22 +438,7 @@ impl Ctx<'_> {
     }
 
     fn update_best(&mut self) -> Result<(), TrainerError> {
-        for dataset in &self.scores.meta.datasets {
-            for criterion in &self.scores.meta.criteria {
-                let Some(best) = self.scores.best(dataset, &criterion.name) else {
-                    continue;
-                };
-                let record = BestRecord::from_best(&best, criterion.higher_is_better);
-                let current = self
-                    .stores
-                    .weights
-                    .retrieve_best(self.run, dataset, &criterion.name)
-                    .ok();
-                if current.as_ref() != Some(&record) {
-                    self.stores.weights.store_best(self.run, &record)?;
-                }
-            }
-        }
+        crate::load::update_best_records(&*self.stores.weights, self.run, &self.scores)?;
         Ok(())
     }
 }
