@@ -323,3 +323,28 @@ fn blockwise_prediction_has_no_seams() {
         assert!(diff < 1e-4, "block {block:?}: max difference {diff}");
     }
 }
+
+#[test]
+fn resume_restores_best_records_that_lag_the_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config(dir.path(), "lag", 4, 2);
+    let stores = stores(&config);
+    train(
+        &config,
+        &stores,
+        &quiet(),
+        &mut RunValidator::new(&config).unwrap(),
+    )
+    .unwrap();
+    let dice = stores.weights.retrieve_best("lag", "val", "dice").unwrap();
+    // As if the trainer died after storing the scores of checkpoint 4 but before its records.
+    std::fs::remove_file(run_dir(&config).join("val").join("dice.json")).unwrap();
+    let mut v = Recording::new(RunValidator::new(&config).unwrap());
+    let summary = train(&config, &stores, &quiet(), &mut v).unwrap();
+    assert_eq!(summary.resumed_from, 4);
+    assert!(v.validated.is_empty());
+    assert_eq!(
+        stores.weights.retrieve_best("lag", "val", "dice").unwrap(),
+        dice
+    );
+}
