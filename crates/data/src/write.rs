@@ -307,7 +307,9 @@ pub fn create_array<T: WriteElement>(
 }
 
 impl<T: WriteElement> ArrayWriter<T> {
-    /// Writes `data` at `begin` (all axes); the region must lie inside the array.
+    /// Writes `data` at `begin` (all axes); the region must lie inside the array. Writes
+    /// from several threads are safe when they touch disjoint chunks; writes that share a
+    /// chunk must not run concurrently (a partial chunk update reads, modifies and rewrites it).
     pub fn write(&self, begin: &[u64], data: &ArrayD<T>) -> Result<()> {
         let shape: Vec<u64> = data.shape().iter().map(|&s| s as u64).collect();
         let fits = begin.len() == shape.len()
