@@ -1,268 +1,18 @@
-//! Exact JSON reading and the JSON-lines record format of the stats files.
+//! The JSON-lines record format of the stats files, and exact JSON reading.
 //!
-//! serde_json without its `float_roundtrip` feature may read a 17-digit float one ULP off,
-//! which would break exact round trips and the stats store's prefix comparison. Enabling that
-//! feature here would change serde_json (and everything built on it, burn included) for the
-//! whole workspace, so this module parses JSON itself with `str::parse::<f64>` (correctly
-//! rounded) and hands a `serde_json::Value` to serde for typed decoding.
+//! Floats must read back bit for bit (the stats store compares stored and in-memory records),
+//! so the workspace enables serde_json's `float_roundtrip`. Training stats lines, the bulk of
+//! what is read, have a fast path for the exact form this module writes.
 
 use std::fmt::Write as _;
 
 use dacapo_core::TrainingIterationStats;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Number, Value};
+use serde_json::Value;
 
-/// Deepest nesting accepted (stats files are at most four levels deep).
-const MAX_DEPTH: usize = 64;
-
-/// Parses `text` as one JSON value with exactly rounded floats and decodes it as `T`.
+/// Parses `text` as one JSON value and decodes it as `T`.
 pub(crate) fn from_str_exact<T: DeserializeOwned>(text: &str) -> Result<T, String> {
-    let value = parse_value(text)?;
-    serde_json::from_value(value).map_err(|e| e.to_string())
-}
-
-/// Parses `text` as one JSON value (surrounding whitespace allowed) with exactly rounded floats.
-pub(crate) fn parse_value(text: &str) -> Result<Value, String> {
-    let mut p = Parser {
-        s: text.as_bytes(),
-        i: 0,
-    };
-    let v = p.value(0)?;
-    p.ws();
-    if p.i != p.s.len() {
-        return Err(p.err("trailing characters after the JSON value"));
-    }
-    Ok(v)
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl<'a> Parser<'a> {
-    fn err(&self, what: &str) -> String {
-        format!("{what} at byte {}", self.i)
-    }
-
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.s.get(self.i) {
-            self.i += 1;
-        }
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.i).copied()
-    }
-
-    fn expect(&mut self, b: u8) -> Result<(), String> {
-        if self.peek() == Some(b) {
-            self.i += 1;
-            Ok(())
-        } else {
-            Err(self.err(&format!("expected '{}'", b as char)))
-        }
-    }
-
-    fn literal(&mut self, word: &str) -> Result<(), String> {
-        if self.s[self.i..].starts_with(word.as_bytes()) {
-            self.i += word.len();
-            Ok(())
-        } else {
-            Err(self.err("invalid literal"))
-        }
-    }
-
-    fn value(&mut self, depth: usize) -> Result<Value, String> {
-        if depth > MAX_DEPTH {
-            return Err(self.err("JSON nested too deeply"));
-        }
-        self.ws();
-        match self.peek() {
-            Some(b'{') => {
-                self.i += 1;
-                let mut map = Map::new();
-                self.ws();
-                if self.peek() == Some(b'}') {
-                    self.i += 1;
-                    return Ok(Value::Object(map));
-                }
-                loop {
-                    self.ws();
-                    let key = self.string()?;
-                    self.ws();
-                    self.expect(b':')?;
-                    let v = self.value(depth + 1)?;
-                    map.insert(key, v);
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(Value::Object(map));
-                        }
-                        _ => return Err(self.err("expected ',' or '}'")),
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.peek() == Some(b']') {
-                    self.i += 1;
-                    return Ok(Value::Array(items));
-                }
-                loop {
-                    items.push(self.value(depth + 1)?);
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(Value::Array(items));
-                        }
-                        _ => return Err(self.err("expected ',' or ']'")),
-                    }
-                }
-            }
-            Some(b'"') => Ok(Value::String(self.string()?)),
-            Some(b't') => self.literal("true").map(|()| Value::Bool(true)),
-            Some(b'f') => self.literal("false").map(|()| Value::Bool(false)),
-            Some(b'n') => self.literal("null").map(|()| Value::Null),
-            Some(b'-' | b'0'..=b'9') => {
-                let tok = self.number_token()?;
-                number(tok).map(Value::Number).map_err(|e| self.err(&e))
-            }
-            _ => Err(self.err("expected a JSON value")),
-        }
-    }
-
-    /// Scans a JSON number token strictly and returns its text.
-    fn number_token(&mut self) -> Result<&'a str, String> {
-        let start = self.i;
-        let digits = |p: &mut Self| {
-            let d0 = p.i;
-            while let Some(b'0'..=b'9') = p.peek() {
-                p.i += 1;
-            }
-            p.i > d0
-        };
-        if self.peek() == Some(b'-') {
-            self.i += 1;
-        }
-        if self.peek() == Some(b'0') {
-            self.i += 1;
-        } else if !digits(self) {
-            return Err(self.err("invalid number"));
-        }
-        if self.peek() == Some(b'.') {
-            self.i += 1;
-            if !digits(self) {
-                return Err(self.err("invalid number fraction"));
-            }
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.i += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.i += 1;
-            }
-            if !digits(self) {
-                return Err(self.err("invalid number exponent"));
-            }
-        }
-        // The token is ASCII by construction.
-        std::str::from_utf8(&self.s[start..self.i]).map_err(|_| self.err("invalid number"))
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        self.expect(b'"')?;
-        let mut out = Vec::new();
-        loop {
-            let Some(b) = self.peek() else {
-                return Err(self.err("unterminated string"));
-            };
-            self.i += 1;
-            match b {
-                b'"' => break,
-                b'\\' => {
-                    let Some(e) = self.peek() else {
-                        return Err(self.err("unterminated escape"));
-                    };
-                    self.i += 1;
-                    let c = match e {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => self.unicode_escape()?,
-                        _ => return Err(self.err("invalid escape")),
-                    };
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                }
-                0..=0x1f => return Err(self.err("control character in string")),
-                _ => out.push(b),
-            }
-        }
-        String::from_utf8(out).map_err(|_| self.err("invalid UTF-8 in string"))
-    }
-
-    fn hex4(&mut self) -> Result<u32, String> {
-        let h = self
-            .s
-            .get(self.i..self.i + 4)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u32::from_str_radix(h, 16).ok())
-            .ok_or_else(|| self.err("invalid \\u escape"))?;
-        self.i += 4;
-        Ok(h)
-    }
-
-    fn unicode_escape(&mut self) -> Result<char, String> {
-        let hi = self.hex4()?;
-        let code = if (0xD800..0xDC00).contains(&hi) {
-            if !self.s[self.i..].starts_with(b"\\u") {
-                return Err(self.err("unpaired surrogate"));
-            }
-            self.i += 2;
-            let lo = self.hex4()?;
-            if !(0xDC00..0xE000).contains(&lo) {
-                return Err(self.err("unpaired surrogate"));
-            }
-            0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-        } else {
-            hi
-        };
-        char::from_u32(code).ok_or_else(|| self.err("invalid \\u escape"))
-    }
-}
-
-/// Converts a JSON number token to a `Number`: integers stay integers, others are
-/// correctly rounded `f64`.
-fn number(tok: &str) -> Result<Number, String> {
-    let is_int = !tok.contains(['.', 'e', 'E']);
-    if is_int {
-        if let Ok(u) = tok.parse::<u64>() {
-            return Ok(Number::from(u));
-        }
-        if let Ok(i) = tok.parse::<i64>() {
-            return Ok(Number::from(i));
-        }
-    }
-    let f: f64 = tok.parse().map_err(|_| format!("invalid number {tok}"))?;
-    Number::from_f64(f).ok_or_else(|| format!("number {tok} is out of the f64 range"))
-}
-
-/// A scalar of a flat JSON object.
-enum Scalar<'a> {
-    Num(&'a str),
-    Str(&'a str),
-    Null,
+    serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
 /// Appends `v` as JSON: shortest round-trip decimal, NaN as `null`, infinities as
@@ -290,19 +40,10 @@ pub(crate) fn write_training_line(out: &mut String, r: &TrainingIterationStats) 
     out.push_str("}\n");
 }
 
-/// Parses one training stats line (without its `\n`).
-///
-/// A fast path for flat objects of scalars; anything it does not recognise (escapes in keys,
-/// nested values) goes through the general parser, so valid JSON written by other tools reads.
+/// Parses one training stats line (without its `\n`), written by us or by any JSON writer.
 pub(crate) fn parse_training_line(line: &[u8]) -> Result<TrainingIterationStats, String> {
-    match parse_training_fast(line) {
-        Some(r) => r,
-        None => {
-            let text = std::str::from_utf8(line).map_err(|_| "invalid UTF-8".to_owned())?;
-            let value = parse_value(text)?;
-            training_from_value(value)
-        }
-    }
+    let value: Value = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    training_from_value(value)
 }
 
 fn training_from_value(value: Value) -> Result<TrainingIterationStats, String> {
@@ -422,84 +163,6 @@ fn take_f64(b: &[u8]) -> Option<(f64, &[u8])> {
     Some((v, &b[end..]))
 }
 
-/// `None` means "not a simple flat object: use the general parser".
-fn parse_training_fast(line: &[u8]) -> Option<Result<TrainingIterationStats, String>> {
-    let mut p = Parser { s: line, i: 0 };
-    p.ws();
-    p.expect(b'{').ok()?;
-    let mut it = None;
-    let mut loss = None;
-    let mut time = None;
-    loop {
-        p.ws();
-        let key = simple_string(&mut p)?;
-        p.ws();
-        p.expect(b':').ok()?;
-        p.ws();
-        let value = match p.peek()? {
-            b'"' => Scalar::Str(simple_string(&mut p)?),
-            b'n' => {
-                p.literal("null").ok()?;
-                Scalar::Null
-            }
-            b'-' | b'0'..=b'9' => Scalar::Num(p.number_token().ok()?),
-            _ => return None,
-        };
-        let float = |v: &Scalar| -> Result<f64, String> {
-            match v {
-                Scalar::Num(t) => t.parse::<f64>().map_err(|_| format!("invalid number {t}")),
-                Scalar::Null => Ok(f64::NAN),
-                Scalar::Str(s) => special_float(s),
-            }
-        };
-        let r = match key {
-            "iteration" => match value {
-                Scalar::Num(t) => t
-                    .parse::<u64>()
-                    .map(|v| it = Some(v))
-                    .map_err(|_| format!("`iteration` must be a non-negative integer, found {t}")),
-                _ => Err("`iteration` must be a non-negative integer".to_owned()),
-            },
-            "loss" => float(&value).map(|v| loss = Some(v)),
-            "time" => float(&value).map(|v| time = Some(v)),
-            other => Err(format!("unknown field `{other}`")),
-        };
-        if let Err(e) = r {
-            return Some(Err(e));
-        }
-        p.ws();
-        match p.peek()? {
-            b',' => p.i += 1,
-            b'}' => {
-                p.i += 1;
-                break;
-            }
-            _ => return None,
-        }
-    }
-    p.ws();
-    if p.i != line.len() {
-        return Some(Err(p.err("trailing characters after the JSON object")));
-    }
-    Some(build_training(it, loss, time))
-}
-
-/// A string without escapes, borrowed; `None` if it has escapes or is malformed.
-fn simple_string<'a>(p: &mut Parser<'a>) -> Option<&'a str> {
-    p.expect(b'"').ok()?;
-    let start = p.i;
-    loop {
-        match p.peek()? {
-            b'"' => break,
-            b'\\' | 0..=0x1f => return None,
-            _ => p.i += 1,
-        }
-    }
-    let s = std::str::from_utf8(&p.s[start..p.i]).ok()?;
-    p.i += 1;
-    Some(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,7 +184,7 @@ mod tests {
         for v in samples {
             let mut s = String::new();
             write_f64(&mut s, v);
-            let back = parse_value(&s).unwrap().as_f64().unwrap();
+            let back: f64 = from_str_exact(&s).unwrap();
             assert_eq!(back.to_bits(), v.to_bits(), "{s}");
         }
     }
@@ -619,29 +282,5 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-    }
-
-    #[test]
-    fn general_parser_handles_strings_and_nesting() {
-        let v = parse_value(r#"{"a":[1,-2,3.5e2,true,false,null],"b":"x\"\n\u00e9\ud83d\ude00"}"#)
-            .unwrap();
-        assert_eq!(v["a"][0].as_u64(), Some(1));
-        assert_eq!(v["a"][1].as_i64(), Some(-2));
-        assert_eq!(v["a"][2].as_f64(), Some(350.0));
-        assert_eq!(v["b"].as_str(), Some("x\"\né😀"));
-        for bad in [
-            "{",
-            "[1,]",
-            "{\"a\" 1}",
-            "\"\\ud800\"",
-            "1e400",
-            "nul",
-            "{} {}",
-            "-",
-        ] {
-            assert!(parse_value(bad).is_err(), "{bad}");
-        }
-        let deep = "[".repeat(100) + &"]".repeat(100);
-        assert!(parse_value(&deep).is_err());
     }
 }
