@@ -204,14 +204,25 @@ fn hausdorff_distance(a: ArrayViewD<bool>, b: ArrayViewD<bool>, voxel_size: &[f6
 }
 
 /// `Σ x log2 x` over the counts normalised by `total` (the negative entropy).
+///
+/// Summed in ascending order of counts, not in hash-map order: float addition is not
+/// associative, and scores must be bit-for-bit reproducible (a best record only changes when
+/// a value does).
 fn neg_entropy<'a>(counts: impl Iterator<Item = &'a u64>, total: f64) -> f64 {
+    let mut counts: Vec<u64> = counts.copied().filter(|&c| c > 0).collect();
+    counts.sort_unstable();
     counts
-        .filter(|&&c| c > 0)
-        .map(|&c| {
+        .into_iter()
+        .map(|c| {
             let p = c as f64 / total;
             p * p.log2()
         })
         .sum()
+}
+
+/// `Σ c²` of the counts, exactly.
+fn sum_squares<'a>(counts: impl Iterator<Item = &'a u64>) -> f64 {
+    counts.map(|&c| u128::from(c) * u128::from(c)).sum::<u128>() as f64
 }
 
 /// The instance criteria of the module docs for the labels `pred` against `gt`.
@@ -253,12 +264,9 @@ pub fn evaluate_instances(
     // Clamp float noise: conditional entropies are never negative.
     let voi_split = (h_joint - h_gt).max(0.0);
     let voi_merge = (h_joint - h_pred).max(0.0);
-    let sum_sq = |m: &HashMap<_, u64>| m.values().map(|&c| (c as f64) * (c as f64)).sum::<f64>();
-    let sum_joint = joint
-        .values()
-        .map(|&c| (c as f64) * (c as f64))
-        .sum::<f64>();
-    let are = 1.0 - 2.0 * sum_joint / (sum_sq(&gt_sizes) + sum_sq(&pred_sizes));
+    let are = 1.0
+        - 2.0 * sum_squares(joint.values())
+            / (sum_squares(gt_sizes.values()) + sum_squares(pred_sizes.values()));
     out.insert("voi_split".into(), voi_split);
     out.insert("voi_merge".into(), voi_merge);
     out.insert("voi".into(), voi_split + voi_merge);
@@ -279,6 +287,22 @@ mod tests {
         for (name, value) in expected {
             let g = got[*name];
             assert!(close(g, *value), "{name}: got {g}, expected {value}");
+        }
+    }
+
+    #[test]
+    fn instance_scores_are_bit_reproducible() {
+        // Many segments of many sizes: a hash-order sum would differ in the last bits.
+        let gt = ArrayD::from_shape_fn(IxDyn(&[60, 70]), |i| (i[0] / 3 * 31 + i[1] / 5) as u64);
+        let pred = ArrayD::from_shape_fn(IxDyn(&[60, 70]), |i| {
+            ((i[0] * 7 + i[1] * 3) / 11 % 97) as u64
+        });
+        let first = evaluate_instances(pred.view(), gt.view()).unwrap();
+        for _ in 0..20 {
+            let again = evaluate_instances(pred.view(), gt.view()).unwrap();
+            for (k, v) in &first {
+                assert_eq!(v.to_bits(), again[k].to_bits(), "{k}");
+            }
         }
     }
 
