@@ -165,6 +165,21 @@ fn default_binary_thresholds() -> Vec<f64> {
 }
 
 impl TaskConfig {
+    /// The affinity offsets of an affinities task (unit offsets along each of `dims` axes
+    /// when `neighborhood` is not set); `None` for other tasks.
+    pub fn neighborhood(&self, dims: usize) -> Option<Vec<Vec<i64>>> {
+        match self {
+            TaskConfig::Affinities { neighborhood, .. } => {
+                Some(neighborhood.clone().unwrap_or_else(|| {
+                    (0..dims)
+                        .map(|a| (0..dims).map(|b| i64::from(a == b)).collect())
+                        .collect()
+                }))
+            }
+            _ => None,
+        }
+    }
+
     /// The `kind` string of this task.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -262,7 +277,7 @@ pub enum Upsample {
     /// Strided transposed convolution.
     #[default]
     Transposed,
-    /// Nearest-neighbour repeat followed by the level's convolutions.
+    /// Nearest-neighbour repeat followed by a 1x1 convolution (DaCapo's `constant_upsample`).
     Nearest,
 }
 
@@ -672,6 +687,21 @@ impl RunConfig {
                 return Err(bad("task.classes", "needs at least 2 classes".into()));
             }
             _ => {}
+        }
+        let sweep = match &self.task {
+            TaskConfig::Distance { thresholds, .. } | TaskConfig::Binary { thresholds } => {
+                Some(("task.thresholds", thresholds))
+            }
+            TaskConfig::Affinities { biases, .. } => Some(("task.biases", biases)),
+            TaskConfig::OneHot { .. } => None,
+        };
+        if let Some((field, values)) = sweep
+            && (values.is_empty() || values.iter().any(|v| !v.is_finite()))
+        {
+            return Err(bad(
+                field,
+                format!("is {values:?}; give at least one finite value to sweep in validation"),
+            ));
         }
         if self.datasplit.train.is_empty() {
             return Err(bad(

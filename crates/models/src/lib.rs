@@ -2,7 +2,7 @@
 //!
 //! DaCapo's CNNectomeUNet in 2D and 3D ([`UNet`], configured by [`UNetConfig`], with shape
 //! arithmetic for sampling and blockwise prediction), the tasks that turn instance labels into
-//! targets, losses and post-processing parameter spaces ([`Task`]), conversion of model and
+//! targets, losses and activations ([`Task`]), conversion of model and
 //! Adam state to PyTorch-named tensors for the stores ([`weights`]), and a [`TrainStep`] that
 //! runs forward, loss, backward and the optimizer step on a batch.
 
@@ -15,7 +15,7 @@ pub mod weights;
 
 pub use error::ModelError;
 pub use nd::NdTensor;
-pub use task::{PostProcessing, Task};
+pub use task::Task;
 pub use train::{TrainStep, adam_config, model_device};
 pub use unet::{Padding, UNet, UNetConfig, Upsampling};
 pub use weights::{

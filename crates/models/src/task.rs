@@ -1,5 +1,5 @@
-//! Tasks: what the network predicts from instance labels, its loss, its output activation and
-//! the post-processing parameters the validator sweeps.
+//! Tasks: what the network predicts from instance labels, its loss and its output activation
+//! (the post-processing sweep is the validator's).
 //!
 //! Targets and weights are computed on the CPU from `(batch, spatial...)` `u64` labels
 //! (0 = background) and give `(batch, channels, spatial...)` `f32` arrays. Losses follow DaCapo:
@@ -8,10 +8,8 @@
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::{log_softmax, relu, sigmoid, softmax};
-use dacapo_core::ParameterSet;
 use dacapo_core::config::{AffinityLoss, TaskConfig};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Axis, IxDyn, Slice, Zip};
-use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::nd::NdTensor;
@@ -30,64 +28,15 @@ pub struct Task {
 enum Kind {
     Distance {
         scale_factor: f64,
-        thresholds: Vec<f64>,
     },
     Affinities {
         offsets: Vec<Vec<isize>>,
         loss: AffinityLoss,
-        biases: Vec<f64>,
     },
-    Binary {
-        thresholds: Vec<f64>,
-    },
+    Binary,
     OneHot {
         classes: Vec<String>,
     },
-}
-
-/// How the validator turns an activated prediction into a segmentation, and the values it
-/// sweeps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum PostProcessing {
-    /// Foreground where channel 0 of the activated prediction is above the threshold
-    /// (tanh-space distance, or probability); then connected components for instances.
-    Threshold {
-        /// Thresholds to sweep.
-        thresholds: Vec<f64>,
-    },
-    /// Agglomeration of affinities (mutex watershed); `bias` is added to `affinity - 1`
-    /// (attractive above `1 - bias`).
-    Watershed {
-        /// Neighbourhood offsets, one per affinity channel.
-        offsets: Vec<Vec<isize>>,
-        /// Biases to sweep.
-        biases: Vec<f64>,
-    },
-    /// Class = argmax over channels; nothing to sweep.
-    Argmax,
-}
-
-impl PostProcessing {
-    /// The parameter sets to evaluate, with stable ids such as `threshold=0.498`.
-    pub fn parameter_sets(&self) -> Vec<ParameterSet> {
-        let set = |name: &str, v: f64| ParameterSet {
-            id: format!("{name}={v:.3}"),
-            values: [(name.to_string(), v)].into_iter().collect(),
-        };
-        match self {
-            PostProcessing::Threshold { thresholds } => {
-                thresholds.iter().map(|&t| set("threshold", t)).collect()
-            }
-            PostProcessing::Watershed { biases, .. } => {
-                biases.iter().map(|&b| set("bias", b)).collect()
-            }
-            PostProcessing::Argmax => vec![ParameterSet {
-                id: "argmax".into(),
-                values: Default::default(),
-            }],
-        }
-    }
 }
 
 fn config_error(reason: String) -> ModelError {
@@ -95,27 +44,6 @@ fn config_error(reason: String) -> ModelError {
         what: "task",
         reason,
     }
-}
-
-fn check_sweep(name: &str, values: &[f64]) -> Result<(), ModelError> {
-    if values.is_empty() {
-        return Err(config_error(format!(
-            "{name} is empty; give at least one value"
-        )));
-    }
-    let mut ids: Vec<String> = values.iter().map(|v| format!("{v:.3}")).collect();
-    if values.iter().any(|v| !v.is_finite()) {
-        return Err(config_error(format!(
-            "{name} {values:?} holds a non-finite value"
-        )));
-    }
-    ids.sort();
-    if ids.windows(2).any(|w| w[0] == w[1]) {
-        return Err(config_error(format!(
-            "{name} {values:?} holds two values equal to 3 decimals; their scores would collide"
-        )));
-    }
-    Ok(())
 }
 
 impl Task {
@@ -127,35 +55,23 @@ impl Task {
             )));
         }
         let kind = match config {
-            TaskConfig::Distance {
-                scale_factor,
-                thresholds,
-            } => {
+            TaskConfig::Distance { scale_factor, .. } => {
                 if !(scale_factor.is_finite() && *scale_factor > 0.0) {
                     return Err(config_error(format!(
                         "scale_factor = {scale_factor}; it must be a positive number of voxels"
                     )));
                 }
-                check_sweep("thresholds", thresholds)?;
                 Kind::Distance {
                     scale_factor: *scale_factor,
-                    thresholds: thresholds.clone(),
                 }
             }
-            TaskConfig::Affinities {
-                neighborhood,
-                loss,
-                biases,
-            } => {
-                let offsets: Vec<Vec<isize>> = match neighborhood {
-                    Some(n) => n
-                        .iter()
-                        .map(|o| o.iter().map(|&v| v as isize).collect())
-                        .collect(),
-                    None => (0..dims)
-                        .map(|d| (0..dims).map(|i| isize::from(i == d)).collect())
-                        .collect(),
-                };
+            TaskConfig::Affinities { loss, .. } => {
+                let offsets: Vec<Vec<isize>> = config
+                    .neighborhood(dims)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|o| o.iter().map(|&v| v as isize).collect())
+                    .collect();
                 if offsets.is_empty()
                     || offsets
                         .iter()
@@ -165,19 +81,12 @@ impl Task {
                         "neighborhood {offsets:?} must hold non-zero offsets of {dims} values"
                     )));
                 }
-                check_sweep("biases", biases)?;
                 Kind::Affinities {
                     offsets,
                     loss: *loss,
-                    biases: biases.clone(),
                 }
             }
-            TaskConfig::Binary { thresholds } => {
-                check_sweep("thresholds", thresholds)?;
-                Kind::Binary {
-                    thresholds: thresholds.clone(),
-                }
-            }
+            TaskConfig::Binary { .. } => Kind::Binary,
             TaskConfig::OneHot { classes } => {
                 if classes.len() < 2 {
                     return Err(config_error(format!(
@@ -200,33 +109,10 @@ impl Task {
     /// Channels the network head must produce.
     pub fn out_channels(&self) -> usize {
         match &self.kind {
-            Kind::Distance { .. } | Kind::Binary { .. } => 1,
+            Kind::Distance { .. } | Kind::Binary => 1,
             Kind::Affinities { offsets, .. } => offsets.len(),
             Kind::OneHot { classes } => classes.len(),
         }
-    }
-
-    /// The post-processing the validator sweeps for this task.
-    pub fn post_processing(&self) -> PostProcessing {
-        match &self.kind {
-            Kind::Distance { thresholds, .. } | Kind::Binary { thresholds } => {
-                PostProcessing::Threshold {
-                    thresholds: thresholds.clone(),
-                }
-            }
-            Kind::Affinities {
-                offsets, biases, ..
-            } => PostProcessing::Watershed {
-                offsets: offsets.clone(),
-                biases: biases.clone(),
-            },
-            Kind::OneHot { .. } => PostProcessing::Argmax,
-        }
-    }
-
-    /// The parameter sets the validator evaluates (see [`PostProcessing::parameter_sets`]).
-    pub fn parameter_space(&self) -> Vec<ParameterSet> {
-        self.post_processing().parameter_sets()
     }
 
     /// Targets and weights, both `(batch, out_channels, spatial...)`, from `(batch, spatial...)`
@@ -304,7 +190,7 @@ impl Task {
                         balance(&mut w, classes.view());
                     }
                 }
-                Kind::Binary { .. } => {
+                Kind::Binary => {
                     let mut t = tgt.index_axis_mut(Axis(0), 0);
                     Zip::from(&mut t)
                         .and(&lab)
@@ -364,7 +250,7 @@ impl Task {
                 loss: AffinityLoss::Mse,
                 ..
             } => LossKind::SigmoidMse,
-            Kind::Affinities { .. } | Kind::Binary { .. } => LossKind::BceWithLogits,
+            Kind::Affinities { .. } | Kind::Binary => LossKind::BceWithLogits,
             Kind::OneHot { .. } => LossKind::CrossEntropy,
         }
     }
@@ -374,7 +260,7 @@ impl Task {
     pub fn activation(&self, pred: NdTensor) -> NdTensor {
         match &self.kind {
             Kind::Distance { .. } => pred,
-            Kind::Affinities { .. } | Kind::Binary { .. } => match pred {
+            Kind::Affinities { .. } | Kind::Binary => match pred {
                 NdTensor::D2(t) => NdTensor::D2(sigmoid(t)),
                 NdTensor::D3(t) => NdTensor::D3(sigmoid(t)),
             },
@@ -703,10 +589,6 @@ mod tests {
                 .targets(labels.view(), Some(mask.view()))
                 .is_err()
         );
-        let dup = TaskConfig::Binary {
-            thresholds: vec![0.5, 0.5001],
-        };
-        assert!(Task::new(&dup, 2).is_err());
         let bad = TaskConfig::Affinities {
             neighborhood: Some(vec![vec![0, 0]]),
             loss: AffinityLoss::Bce,
@@ -763,7 +645,7 @@ mod tests {
     }
 
     #[test]
-    fn activations_and_parameter_space() {
+    fn activations() {
         let binary = Task::new(
             &TaskConfig::Binary {
                 thresholds: vec![0.1, 127.0 / 255.0],
@@ -776,8 +658,6 @@ mod tests {
             .to_array()
             .unwrap();
         close(&p, &[0.5]);
-        let ids: Vec<String> = binary.parameter_space().into_iter().map(|p| p.id).collect();
-        assert_eq!(ids, ["threshold=0.100", "threshold=0.498"]);
         let classes = vec!["a".to_string(), "b".into()];
         let one_hot = Task::new(&TaskConfig::OneHot { classes }, 2).unwrap();
         let p = one_hot
@@ -785,7 +665,6 @@ mod tests {
             .to_array()
             .unwrap();
         close(&p, &[0.25, 0.75]);
-        assert_eq!(one_hot.post_processing(), PostProcessing::Argmax);
         assert_eq!(
             distance(1.0)
                 .activation(t4(&[-3.0], [1, 1, 1, 1]))

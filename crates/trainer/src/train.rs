@@ -12,7 +12,8 @@ use dacapo_core::{
 use dacapo_data::{BatchSampler, DataSplit, OpenOptions, SamplerSpec};
 use dacapo_models::{Task, TrainStep, UNet, UNetConfig, adam_config};
 use dacapo_store::{
-    FileStatsStore, LocalWeightsStore, RunLock, StatsStore, TrainState, Weights, WeightsStore,
+    FileStatsStore, LocalWeightsStore, RunLock, StatsStore, TrainState, Weights,
+    WeightsStore,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -128,26 +129,8 @@ impl Stores {
 
 /// The network config of a run, with the task's output channels.
 pub fn unet_config(config: &RunConfig, task: &Task) -> UNetConfig {
-    let ArchitectureConfig::Unet(u) = &config.architecture;
-    let mut c = UNetConfig::new(
-        u.dims,
-        u.fmaps,
-        u.fmap_inc_factor,
-        u.downsample_factors.clone(),
-    )
-    .with_out_channels(task.out_channels());
-    c.in_channels = u.in_channels;
-    c.kernel_size = u.kernel_size;
-    c.convs_per_level = u.convs_per_level;
-    c.padding = match u.padding {
-        dacapo_core::config::Padding::Valid => dacapo_models::Padding::Valid,
-        dacapo_core::config::Padding::Same => dacapo_models::Padding::Same,
-    };
-    c.upsample = match u.upsample {
-        dacapo_core::config::Upsample::Transposed => dacapo_models::Upsampling::Transposed,
-        dacapo_core::config::Upsample::Nearest => dacapo_models::Upsampling::Nearest,
-    };
-    c
+    let ArchitectureConfig::Unet(arch) = &config.architecture;
+    UNetConfig::from_core(arch, task.out_channels())
 }
 
 /// Path of the frozen config of `run` under `root`.
@@ -200,10 +183,10 @@ pub fn train(
         config.trainer.learning_rate,
     );
 
-    // Resume from the newest committed checkpoint.
-    let resumed_from = match stores.weights.latest_iteration(&run)? {
-        Some(n) => {
-            let w = stores.weights.retrieve_weights(&run, n)?;
+    // Resume from the newest checkpoint that loads and verifies.
+    let resumed_from = match latest_loadable(&*stores.weights, &run)? {
+        Some(w) => {
+            let n = w.state.iteration;
             if w.state.config_hash != config_hash && !options.force_config {
                 return Err(TrainerError::Resume {
                     run,
@@ -223,15 +206,18 @@ pub fn train(
     };
     let mut stats = stores.stats.retrieve_training_stats(&run)?;
     stats.delete_after(resumed_from);
-    if stats.trained_until() < resumed_from && !stats.is_empty()
-        || stats.is_empty() && resumed_from > 0
-    {
-        tracing::warn!(
-            "training stats of run `{run}` end at {} but checkpoint {resumed_from} is newer; \
-             the loss curve has a gap",
-            stats.trained_until()
-        );
-        stats = dacapo_core::TrainingStats::new();
+    if !stats.is_empty() && stats.trained_until() < resumed_from {
+        // Stats are made durable before each checkpoint commits, so only an outside change
+        // gets here; replacing them would lose what is stored.
+        return Err(TrainerError::Resume {
+            run,
+            iteration: resumed_from,
+            reason: format!(
+                "its training stats end at iteration {}, before the checkpoint; restore the \
+                 stats file or delete the run's training stats to continue without them",
+                stats.trained_until()
+            ),
+        });
     }
     let mut scores = stores.stats.retrieve_validation_iteration_scores(&run)?;
     // Validations of checkpoints up to the resumed one stay (DESIGN: keep `<= N`).
@@ -441,6 +427,29 @@ impl Ctx<'_> {
         crate::load::update_best_records(&*self.stores.weights, self.run, &self.scores)?;
         Ok(())
     }
+}
+
+/// The newest checkpoint of `run` that loads with every checksum verified.
+///
+/// `latest_iteration` checks checkpoints cheaply; a checkpoint whose tensor data was damaged
+/// after its commit only fails the full check on load, and resuming then falls back to the
+/// previous one instead of stopping.
+fn latest_loadable(store: &dyn WeightsStore, run: &str) -> Result<Option<Weights>, TrainerError> {
+    let Some(latest) = store.latest_iteration(run)? else {
+        return Ok(None);
+    };
+    let mut candidates = store.iterations(run)?;
+    candidates.retain(|&i| i <= latest);
+    for &iteration in candidates.iter().rev() {
+        match store.retrieve_weights(run, iteration) {
+            Ok(w) => return Ok(Some(w)),
+            Err(e @ dacapo_store::StoreError::Corrupt { .. }) => {
+                tracing::warn!("skipping checkpoint {iteration} of run `{run}`: {e}");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
 }
 
 /// Writes the frozen config of a new run, or checks an existing run's against `config`.

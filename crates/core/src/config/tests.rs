@@ -159,3 +159,33 @@ fn load_reports_missing_file() {
         .to_string();
     assert!(err.contains("/nonexistent/run.toml"), "{err}");
 }
+
+#[test]
+fn empty_or_non_finite_sweeps_are_rejected() {
+    let text = MINIMAL.replace(
+        "kind = \"distance\"",
+        "kind = \"distance\"\nthresholds = []",
+    );
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("task.thresholds"), "{err}");
+    let text = MINIMAL.replace(
+        "kind = \"distance\"",
+        "kind = \"affinities\"\nbiases = [nan]",
+    );
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("task.biases"), "{err}");
+}
+
+#[test]
+fn affinities_neighborhood_defaults_to_unit_offsets() {
+    let text = MINIMAL.replace("kind = \"distance\"", "kind = \"affinities\"");
+    let c = parse(&text).unwrap();
+    assert_eq!(c.task.neighborhood(2), Some(vec![vec![1, 0], vec![0, 1]]));
+    let text = MINIMAL.replace(
+        "kind = \"distance\"",
+        "kind = \"affinities\"\nneighborhood = [[3, 0], [0, -3]]",
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.task.neighborhood(2), Some(vec![vec![3, 0], vec![0, -3]]));
+    assert_eq!(parse(MINIMAL).unwrap().task.neighborhood(2), None);
+}
