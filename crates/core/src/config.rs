@@ -506,6 +506,14 @@ pub struct StoresConfig {
     /// Newest checkpoints kept; checkpoints of best records are always kept.
     #[serde(default = "default_keep_last")]
     pub keep_last: usize,
+    /// Stats store URL (`postgres://host/db`); default: files under `root`. Credentials come
+    /// from the environment (`PGPASSWORD`, ...), never from this file.
+    #[serde(default)]
+    pub stats: Option<String>,
+    /// Weights store URL (`s3://bucket/prefix`); default: files under `root`. Credentials come
+    /// from the environment (`AWS_ACCESS_KEY_ID`, ...), never from this file.
+    #[serde(default)]
+    pub weights: Option<String>,
 }
 
 fn default_root() -> PathBuf {
@@ -520,6 +528,8 @@ impl Default for StoresConfig {
         Self {
             root: default_root(),
             keep_last: default_keep_last(),
+            stats: None,
+            weights: None,
         }
     }
 }
@@ -709,11 +719,36 @@ impl RunConfig {
                 "is empty; add at least one { zarr, raw, gt } dataset".into(),
             ));
         }
+        for (field, url) in [
+            ("stores.stats", &self.stores.stats),
+            ("stores.weights", &self.stores.weights),
+        ] {
+            let Some(url) = url else { continue };
+            let userinfo = url
+                .split_once("://")
+                .and_then(|(_, rest)| rest.split('/').next())
+                .and_then(|authority| authority.rsplit_once('@'))
+                .map(|(info, _)| info);
+            if userinfo.is_some_and(|info| info.contains(':')) {
+                return Err(bad(
+                    field,
+                    "holds a password; put credentials in the environment (e.g. PGPASSWORD, \
+                     AWS_SECRET_ACCESS_KEY), never in the config file"
+                        .into(),
+                ));
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, d) in self.datasplit.validate.iter().enumerate() {
             let name = d.display_name();
             validate_name("dataset", &name)
                 .map_err(|e| bad(&format!("datasplit.validate[{i}].name"), e.to_string()))?;
+            if crate::name::RESERVED_DATASET_NAMES.contains(&name.as_str()) {
+                return Err(bad(
+                    &format!("datasplit.validate[{i}].name"),
+                    format!("{name:?} is reserved for the run directory; choose another name"),
+                ));
+            }
             if !seen.insert(name.clone()) {
                 return Err(bad(
                     &format!("datasplit.validate[{i}].name"),

@@ -14,7 +14,7 @@ pub mod tensor;
 
 pub use config::RunConfig;
 pub use error::CoreError;
-pub use name::{RunName, validate_name};
+pub use name::{RESERVED_DATASET_NAMES, RunName, validate_name};
 pub use scores::{
     Best, BestDim, Criterion, ParameterSet, Score, ScoreTable, ValidationIterationScores,
     ValidationMeta, ValidationScores,

@@ -9,6 +9,10 @@ use crate::error::CoreError;
 /// Longest accepted name.
 pub const MAX_NAME_LEN: usize = 128;
 
+/// Dataset names that would collide with other entries of a run directory
+/// (`<run>/<dataset>/<criterion>.json` lives beside these).
+pub const RESERVED_DATASET_NAMES: [&str; 3] = ["checkpoints", "run.toml", "validation"];
+
 /// Checks that `name` is safe as a single path component (`kind` names it in the error).
 ///
 /// Accepted: 1 to 128 characters of `[A-Za-z0-9._-]`, not starting with `.` or `-`, so no

@@ -57,8 +57,6 @@ pub const MANIFEST_FILE: &str = "MANIFEST.json";
 /// Manifest format version written and read by this build.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Dataset names that would collide with other entries of a run directory.
-const RESERVED_DATASETS: [&str; 2] = ["checkpoints", "run.toml"];
 /// Prefix of temp entries in `iterations/`; never a checkpoint.
 const TMP_PREFIX: &str = ".tmp-";
 
@@ -373,7 +371,7 @@ impl LocalWeightsStore {
             let entry = entry.map_err(io_err("list", &run_dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if validate_name("dataset", &name).is_err()
-                || RESERVED_DATASETS.contains(&name.as_str())
+                || dacapo_core::RESERVED_DATASET_NAMES.contains(&name.as_str())
                 || !entry.path().is_dir()
             {
                 continue;
@@ -530,7 +528,7 @@ fn read_best(path: &Path) -> Result<BestRecord> {
 fn check_dataset_criterion(dataset: &str, criterion: &str) -> Result<()> {
     validate_name("dataset", dataset)?;
     validate_name("criterion", criterion)?;
-    if RESERVED_DATASETS.contains(&dataset) {
+    if dacapo_core::RESERVED_DATASET_NAMES.contains(&dataset) {
         return Err(StoreError::Invalid(format!(
             "dataset name `{dataset}` is reserved (it is used by the run directory); rename the dataset"
         )));

@@ -189,3 +189,25 @@ fn affinities_neighborhood_defaults_to_unit_offsets() {
     assert_eq!(c.task.neighborhood(2), Some(vec![vec![3, 0], vec![0, -3]]));
     assert_eq!(parse(MINIMAL).unwrap().task.neighborhood(2), None);
 }
+
+#[test]
+fn reserved_validation_dataset_names_are_rejected() {
+    let text = MINIMAL.replace("name = \"val0\"", "name = \"validation\"");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("reserved"), "{err}");
+}
+
+#[test]
+fn store_urls_with_passwords_are_rejected() {
+    let ok = format!(
+        "{MINIMAL}\n[stores]\nstats = \"postgres://dacapo@db.example/runs\"\nweights = \"s3://bucket/prefix\"\n"
+    );
+    let c = parse(&ok).unwrap();
+    assert_eq!(c.stores.weights.as_deref(), Some("s3://bucket/prefix"));
+    let bad = format!("{MINIMAL}\n[stores]\nstats = \"postgres://dacapo:hunter2@db/runs\"\n");
+    let err = parse(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("stores.stats") && !err.contains("hunter2"),
+        "{err}"
+    );
+}
