@@ -4,6 +4,7 @@
 //! CI runs, what the README tells a new user to run and what a developer runs are the same.
 
 mod bench;
+mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -46,6 +47,8 @@ enum Cmd {
     },
     /// Run benchmarks, print JSON lines and a markdown table.
     Bench(bench::BenchArgs),
+    /// Train many runs: configs, or one config over a grid of `--set key=v1,v2` overrides.
+    Sweep(sweep::SweepArgs),
     /// Long kill-and-verify runs of the stores (and the trainer with --train).
     Crash {
         /// Number of SIGKILL trials.
@@ -74,6 +77,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Test { args } => test(&args),
         Cmd::Quickstart { args } => quickstart(&args),
         Cmd::Bench(args) => bench::run(&args),
+        Cmd::Sweep(args) => sweep::run(&args),
         Cmd::Crash { trials, train } => crash(trials, train),
     }
 }
@@ -220,7 +224,46 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    test(&[])
+    test(&[])?;
+    wgpu_test()
+}
+
+/// The wgpu backend test, when a Vulkan driver (a GPU's, or Mesa's lavapipe) is installed.
+fn wgpu_test() -> Result<()> {
+    if !vulkan_driver_installed() {
+        eprintln!(
+            "xtask: SKIPPED the wgpu backend test: no Vulkan driver found \
+             (`cargo xtask setup --wgpu` installs Mesa's lavapipe)"
+        );
+        return Ok(());
+    }
+    status(cargo().args([
+        "test",
+        "--locked",
+        "-p",
+        "dacapo-trainer",
+        "--features",
+        "wgpu",
+        "--test",
+        "wgpu_backend",
+        "--",
+        "--nocapture",
+    ]))
+}
+
+fn vulkan_driver_installed() -> bool {
+    if ["VK_ICD_FILENAMES", "VK_DRIVER_FILES"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+    {
+        return true;
+    }
+    ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .flatten()
+        .any(|e| e.path().extension().is_some_and(|x| x == "json"))
 }
 
 fn test(args: &[String]) -> Result<()> {
