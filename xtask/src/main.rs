@@ -4,6 +4,7 @@
 //! CI runs, what the README tells a new user to run and what a developer runs are the same.
 
 mod bench;
+mod services;
 mod sweep;
 
 use std::path::{Path, PathBuf};
@@ -49,6 +50,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Train many runs: configs, or one config over a grid of `--set key=v1,v2` overrides.
     Sweep(sweep::SweepArgs),
+    /// Start, stop or describe the servers of the scale-out tests (PostgreSQL, S3, SLURM).
+    Services(services::ServicesArgs),
     /// Long kill-and-verify runs of the stores (and the trainer with --train).
     Crash {
         /// Number of SIGKILL trials.
@@ -78,6 +81,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Quickstart { args } => quickstart(&args),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Sweep(args) => sweep::run(&args),
+        Cmd::Services(args) => services::run(&args),
         Cmd::Crash { trials, train } => crash(trials, train),
     }
 }
@@ -224,6 +228,8 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // Servers for the scale-out tests; a service that cannot start here makes its tests skip.
+    services::up(services::ALL);
     test(&[])?;
     wgpu_test()
 }
@@ -267,7 +273,12 @@ fn vulkan_driver_installed() -> bool {
 }
 
 fn test(args: &[String]) -> Result<()> {
-    status(cargo().args(["test", "--workspace", "--locked"]).args(args))
+    status(
+        cargo()
+            .args(["test", "--workspace", "--locked"])
+            .args(args)
+            .envs(services::env()),
+    )
 }
 
 fn quickstart(args: &[String]) -> Result<()> {

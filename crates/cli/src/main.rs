@@ -1,5 +1,7 @@
 //! `dacapo`: train, validate, predict, inspect and plot dacapo-rs runs.
 
+mod export;
+mod import_torch;
 mod plot;
 mod predict;
 mod runs;
@@ -46,6 +48,10 @@ enum Command {
     Runs(runs::RunsCommand),
     /// Plot training loss and validation scores of runs to a PNG or SVG file.
     Plot(plot::PlotArgs),
+    /// Write a checkpoint's model as a safetensors file PyTorch and numpy load.
+    Export(export::ExportArgs),
+    /// Store PyTorch/DaCapo weights (.pt, .pth or .safetensors) as a checkpoint of a run.
+    ImportTorch(import_torch::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +63,8 @@ fn main() -> ExitCode {
         Command::Predict(args) => predict::run(&args),
         Command::Runs(cmd) => runs::run(cmd),
         Command::Plot(args) => plot::run(&args),
+        Command::Export(args) => export::run(&args),
+        Command::ImportTorch(args) => import_torch::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -54,7 +54,7 @@ pub struct PredictArgs {
 }
 
 /// Splits `--best DATASET/CRITERION`.
-fn parse_best(text: &str) -> Result<(&str, &str)> {
+pub(crate) fn parse_best(text: &str) -> Result<(&str, &str)> {
     match text.split_once('/') {
         Some((d, c)) if !d.is_empty() && !c.is_empty() && !c.contains('/') => Ok((d, c)),
         _ => bail!("--best expects DATASET/CRITERION, e.g. `--best val/dice`; got {text:?}"),
@@ -62,7 +62,7 @@ fn parse_best(text: &str) -> Result<(&str, &str)> {
 }
 
 /// The `DATASET/CRITERION` pairs that have best records in `run_dir`, for error hints.
-fn available_best(run_dir: &Path) -> Vec<String> {
+pub(crate) fn available_best(run_dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(run_dir) else {
         return out;

@@ -81,7 +81,10 @@ fn train_to_end(cfg: &Path) {
 }
 
 fn latest(root: &Path) -> Option<u64> {
-    LocalWeightsStore::new(root).latest_iteration("resume").ok().flatten()
+    LocalWeightsStore::new(root)
+        .latest_iteration("resume")
+        .ok()
+        .flatten()
 }
 
 fn wait_for_first_checkpoint(child: &mut Child, root: &Path) -> bool {
@@ -137,7 +140,10 @@ fn killed_and_resumed_runs_match_an_uninterrupted_run_bit_for_bit() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        assert!(wait_for_first_checkpoint(&mut child, &root), "no first checkpoint");
+        assert!(
+            wait_for_first_checkpoint(&mut child, &root),
+            "no first checkpoint"
+        );
         std::thread::sleep(jitter(&mut rng, full_run.as_millis() as u64));
         let _ = child.kill(); // SIGKILL on Unix.
         child.wait().unwrap();
@@ -163,7 +169,10 @@ fn killed_and_resumed_runs_match_an_uninterrupted_run_bit_for_bit() {
             .unwrap();
         assert_eq!(stats.trained_until(), TRAIN_UNTIL, "trial {trial}");
         let losses = |s: &dacapo_core::TrainingStats| {
-            s.since(at_kill).iter().map(|r| r.loss.to_bits()).collect::<Vec<_>>()
+            s.since(at_kill)
+                .iter()
+                .map(|r| r.loss.to_bits())
+                .collect::<Vec<_>>()
         };
         assert_eq!(
             losses(&stats),
@@ -187,5 +196,8 @@ fn a_second_trainer_on_the_same_run_is_refused_naming_the_holder() {
     let out = dacapo().arg(&cfg).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("locked") && err.contains(&std::process::id().to_string()), "{err}");
+    assert!(
+        err.contains("locked") && err.contains(&std::process::id().to_string()),
+        "{err}"
+    );
 }

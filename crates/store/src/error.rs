@@ -68,6 +68,16 @@ pub enum StoreError {
     /// An argument that cannot be stored.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A remote store (a database or an object store) failed or returned unusable data.
+    #[error("{store}: cannot {op}: {source}")]
+    Remote {
+        /// The store, as a URL without credentials (`postgres://host:5432/db`, `s3://bucket/prefix`).
+        store: String,
+        /// What was being done, naming the run (e.g. "store the training stats of run `r`").
+        op: String,
+        /// The underlying error; its message says what to check.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Result alias of dacapo-store.

@@ -30,17 +30,21 @@
 //! # }
 //! ```
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod error;
 pub mod file_stats;
 mod fsutil;
+pub mod interop;
 mod json;
 pub mod local;
 pub mod lock;
-mod st;
+pub mod st;
 pub mod traits;
 
 pub use error::{Result, StoreError};
 pub use file_stats::FileStatsStore;
-pub use local::{FileEntry, LocalWeightsStore, Manifest, Verify};
+pub use interop::{read_safetensors_file, write_safetensors_file};
+pub use local::{FileEntry, Hint, LocalWeightsStore, Manifest, Verify};
 pub use lock::RunLock;
 pub use traits::{BestRecord, StatsStore, TrainState, Weights, WeightsStore};

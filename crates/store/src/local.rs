@@ -101,15 +101,54 @@ pub struct Manifest {
     pub files: BTreeMap<String, FileEntry>,
 }
 
+impl Manifest {
+    /// Parses `MANIFEST.json` read from `path` (named in errors) and checks that it is of
+    /// this format version, for `iteration`, and lists every file of a checkpoint.
+    pub fn from_json(bytes: &[u8], iteration: u64, path: &Path) -> Result<Self> {
+        let manifest: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| corrupt(path, format!("manifest check failed: {e}")))?;
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(corrupt(
+                path,
+                format!(
+                    "format version check failed: version {} is not readable by this build (reads {FORMAT_VERSION})",
+                    manifest.format_version
+                ),
+            ));
+        }
+        if manifest.iteration != iteration {
+            return Err(corrupt(
+                path,
+                format!(
+                    "iteration check failed: the manifest is for iteration {}, the directory for {iteration}",
+                    manifest.iteration
+                ),
+            ));
+        }
+        for name in [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE] {
+            if !manifest.files.contains_key(name) {
+                return Err(corrupt(
+                    path,
+                    format!("manifest check failed: it lists no {name}"),
+                ));
+            }
+        }
+        Ok(manifest)
+    }
+}
+
 /// The `LATEST` hint: the newest committed checkpoint, and one being committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Hint {
-    latest: Option<u64>,
-    pending: Option<u64>,
+pub struct Hint {
+    /// The newest committed checkpoint when the hint was written.
+    pub latest: Option<u64>,
+    /// A newer checkpoint whose commit was under way.
+    pub pending: Option<u64>,
 }
 
 impl Hint {
-    fn parse(bytes: &[u8]) -> Option<Self> {
+    /// Parses the content of a `LATEST` file; `None` if it is not a valid hint.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(bytes).ok()?;
         let mut lines = text.lines();
         let latest = match lines.next()?.trim() {
@@ -126,7 +165,8 @@ impl Hint {
         Some(Self { latest, pending })
     }
 
-    fn render(&self) -> String {
+    /// The content of a `LATEST` file.
+    pub fn render(&self) -> String {
         let mut s = self
             .latest
             .map_or_else(|| "none".to_owned(), |n| n.to_string());
@@ -139,7 +179,7 @@ impl Hint {
 }
 
 /// A decimal u64 without sign, leading zeros or anything else (`1000.tmp`, `007` are foreign).
-fn canonical_u64(s: &str) -> Option<u64> {
+pub fn canonical_u64(s: &str) -> Option<u64> {
     s.parse::<u64>().ok().filter(|n| n.to_string() == s)
 }
 
@@ -418,32 +458,10 @@ fn check_dir(dir: &Path, iteration: u64, level: Verify) -> Result<Manifest> {
             path: dir.to_path_buf(),
         });
     };
-    let manifest: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| corrupt(&mpath, format!("manifest check failed: {e}")))?;
-    if manifest.format_version != FORMAT_VERSION {
-        return Err(corrupt(
-            &mpath,
-            format!(
-                "format version check failed: version {} is not readable by this build (reads {FORMAT_VERSION})",
-                manifest.format_version
-            ),
-        ));
-    }
-    if manifest.iteration != iteration {
-        return Err(corrupt(
-            &mpath,
-            format!(
-                "iteration check failed: the manifest is for iteration {}, the directory for {iteration}",
-                manifest.iteration
-            ),
-        ));
-    }
+    let manifest = Manifest::from_json(&bytes, iteration, &mpath)?;
     for name in [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE] {
         let Some(entry) = manifest.files.get(name) else {
-            return Err(corrupt(
-                &mpath,
-                format!("manifest check failed: it lists no {name}"),
-            ));
+            continue;
         };
         let path = dir.join(name);
         let size = match fs::metadata(&path) {
@@ -511,7 +529,8 @@ fn list_iterations(it_dir: &Path) -> Result<Vec<u64>> {
     Ok(out)
 }
 
-fn state_json(state: &TrainState) -> Result<Vec<u8>> {
+/// The bytes of `state.json` for `state`.
+pub fn state_json(state: &TrainState) -> Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec_pretty(state)
         .map_err(|e| StoreError::Invalid(format!("train state cannot be written as JSON: {e}")))?;
     bytes.push(b'\n');
@@ -520,12 +539,18 @@ fn state_json(state: &TrainState) -> Result<Vec<u8>> {
 
 fn read_best(path: &Path) -> Result<BestRecord> {
     let bytes = fs::read(path).map_err(io_err("read", path))?;
-    let text = std::str::from_utf8(&bytes)
+    best_from_json(&bytes, path)
+}
+
+/// Parses a best record file read from `path` (named in errors).
+pub fn best_from_json(bytes: &[u8], path: &Path) -> Result<BestRecord> {
+    let text = std::str::from_utf8(bytes)
         .map_err(|_| corrupt(path, "best record check failed: not UTF-8"))?;
     json::from_str_exact(text).map_err(|e| corrupt(path, format!("best record check failed: {e}")))
 }
 
-fn check_dataset_criterion(dataset: &str, criterion: &str) -> Result<()> {
+/// Checks a dataset and a criterion name of a best record.
+pub fn check_dataset_criterion(dataset: &str, criterion: &str) -> Result<()> {
     validate_name("dataset", dataset)?;
     validate_name("criterion", criterion)?;
     if dacapo_core::RESERVED_DATASET_NAMES.contains(&dataset) {
@@ -563,7 +588,7 @@ fn create_file(
 }
 
 /// The manifest entry of a small file written from `bytes`.
-fn small_entry(bytes: &[u8]) -> FileEntry {
+pub fn small_entry(bytes: &[u8]) -> FileEntry {
     FileEntry {
         size: bytes.len() as u64,
         crc32c: crc32c::crc32c(bytes),

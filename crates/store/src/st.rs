@@ -4,7 +4,7 @@
 //! `safetensors` read the files); tensor bytes go straight from the caller's buffers to the
 //! file, and are read straight into the returned tensors, with no intermediate copy.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -56,7 +56,7 @@ fn from_st(d: Dtype) -> Option<DType> {
 }
 
 /// Checks that every tensor can be written: a legal name and data matching shape and dtype.
-pub(crate) fn check_tensors(map: &TensorMap, which: &str) -> Result<()> {
+pub fn check_tensors(map: &TensorMap, which: &str) -> Result<()> {
     for (name, t) in map {
         if name.is_empty() || name == "__metadata__" {
             return Err(StoreError::Invalid(format!(
@@ -80,12 +80,10 @@ pub(crate) fn check_tensors(map: &TensorMap, which: &str) -> Result<()> {
     Ok(())
 }
 
-/// The tensors in file order (safetensors' convention: larger alignment first, then by
-/// name) and the complete file prefix: 8-byte header length plus the space-padded header.
 /// A safetensors file about to be written: the tensors in file order (safetensors'
 /// convention: larger alignment first, then by name) and the file prefix (8-byte header
 /// length plus the space-padded JSON header).
-pub(crate) struct Layout<'a> {
+pub struct Layout<'a> {
     order: Vec<&'a NamedTensor>,
     prefix: Vec<u8>,
     tensors: usize,
@@ -93,7 +91,13 @@ pub(crate) struct Layout<'a> {
 
 impl<'a> Layout<'a> {
     /// The layout of `map`.
-    pub(crate) fn new(map: &'a TensorMap) -> Result<Self> {
+    pub fn new(map: &'a TensorMap) -> Result<Self> {
+        Self::with_metadata(map, &BTreeMap::new())
+    }
+
+    /// The layout of `map` with `extra` entries in the header's `__metadata__` besides
+    /// `format: pt` (which they may not replace).
+    pub fn with_metadata(map: &'a TensorMap, extra: &BTreeMap<String, String>) -> Result<Self> {
         let mut named: Vec<(&str, &NamedTensor)> =
             map.iter().map(|(k, v)| (k.as_str(), v)).collect();
         named.sort_by(|(ln, lt), (rn, rt)| to_st(rt.dtype).cmp(&to_st(lt.dtype)).then(ln.cmp(rn)));
@@ -113,7 +117,16 @@ impl<'a> Layout<'a> {
                 )
             })
             .collect();
-        let meta = HashMap::from([("format".to_owned(), "pt".to_owned())]);
+        if extra.get("format").is_some_and(|f| f != "pt") {
+            return Err(StoreError::Invalid(
+                "safetensors metadata key \"format\" is reserved for \"pt\" (what \
+                 safetensors.torch expects); store the value under another key"
+                    .into(),
+            ));
+        }
+        let mut meta: HashMap<String, String> =
+            extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        meta.insert("format".to_owned(), "pt".to_owned());
         let metadata = Metadata::new(Some(meta), infos).map_err(|e| {
             StoreError::Invalid(format!("cannot build a safetensors header: {e:?}"))
         })?;
@@ -131,12 +144,12 @@ impl<'a> Layout<'a> {
     }
 
     /// Number of tensors.
-    pub(crate) fn tensors(&self) -> usize {
+    pub fn tensors(&self) -> usize {
         self.tensors
     }
 
     /// Writes the file content to `w` (which should buffer small writes).
-    pub(crate) fn write_to(&self, w: &mut impl Write, path: &Path) -> Result<()> {
+    pub fn write_to(&self, w: &mut impl Write, path: &Path) -> Result<()> {
         w.write_all(&self.prefix).map_err(io_err("write", path))?;
         for t in &self.order {
             w.write_all(&t.data).map_err(io_err("write", path))?;
@@ -144,8 +157,13 @@ impl<'a> Layout<'a> {
         Ok(())
     }
 
+    /// The file content as consecutive byte slices: the prefix, then each tensor's data.
+    pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        std::iter::once(self.prefix.as_slice()).chain(self.order.iter().map(|t| t.data.as_slice()))
+    }
+
     /// Size and CRC32C of the file content.
-    pub(crate) fn size_and_crc(&self) -> (u64, u32) {
+    pub fn size_and_crc(&self) -> (u64, u32) {
         let mut crc = crc32c::crc32c(&self.prefix);
         let mut len = self.prefix.len() as u64;
         for t in &self.order {
@@ -157,13 +175,13 @@ impl<'a> Layout<'a> {
 }
 
 /// Writes `map` in safetensors format to `w` (which should buffer small writes).
-pub(crate) fn write_tensors(w: &mut impl Write, map: &TensorMap, path: &Path) -> Result<()> {
+pub fn write_tensors(w: &mut impl Write, map: &TensorMap, path: &Path) -> Result<()> {
     Layout::new(map)?.write_to(w, path)
 }
 
 /// Reads a safetensors file that must have `size` bytes and CRC32C `crc`, checking its
 /// structure and checksum. Returns the tensors.
-pub(crate) fn read_tensors(path: &Path, size: u64, crc: u32) -> Result<TensorMap> {
+pub fn read_tensors(path: &Path, size: u64, crc: u32) -> Result<TensorMap> {
     let mut f = File::open(path).map_err(io_err("open", path))?;
     let actual = f.metadata().map_err(io_err("stat", path))?.len();
     if actual != size {
@@ -172,6 +190,13 @@ pub(crate) fn read_tensors(path: &Path, size: u64, crc: u32) -> Result<TensorMap
             format!("size check failed: the manifest says {size} bytes, the file has {actual}"),
         ));
     }
+    read_tensors_from(&mut f, size, crc, path)
+}
+
+/// Reads safetensors content of `size` bytes and CRC32C `crc` from `f` (a file, or bytes
+/// fetched from an object store), checking its structure and checksum; `path` names the
+/// source in errors. Returns the tensors.
+pub fn read_tensors_from(f: &mut impl Read, size: u64, crc: u32, path: &Path) -> Result<TensorMap> {
     let mut n_bytes = [0u8; 8];
     f.read_exact(&mut n_bytes).map_err(|_| {
         corrupt(
@@ -218,7 +243,7 @@ pub(crate) fn read_tensors(path: &Path, size: u64, crc: u32) -> Result<TensorMap
         let len = info.data_offsets.1 - info.data_offsets.0;
         let mut data = Vec::with_capacity(len);
         // `take` + `read_to_end` reads into the spare capacity without zero-filling it first.
-        (&mut f)
+        f.by_ref()
             .take(len as u64)
             .read_to_end(&mut data)
             .map_err(io_err("read", path))?;

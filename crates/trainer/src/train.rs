@@ -9,11 +9,10 @@ use dacapo_core::config::{ArchitectureConfig, Backend, RunConfig};
 use dacapo_core::{
     TrainingIterationStats, ValidationIterationScores, ValidationMeta, ValidationScores,
 };
-use dacapo_data::{BatchSampler, DataSplit, OpenOptions, SamplerSpec};
+use dacapo_data::{BatchSampler, Dataset, OpenOptions, SamplerSpec};
 use dacapo_models::{Task, TrainStep, UNet, UNetConfig, adam_config};
 use dacapo_store::{
-    FileStatsStore, LocalWeightsStore, RunLock, StatsStore, TrainState, Weights,
-    WeightsStore,
+    FileStatsStore, LocalWeightsStore, RunLock, StatsStore, TrainState, Weights, WeightsStore,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -166,14 +165,23 @@ pub fn train(
         );
     }
     let output_shape = net.output_shape(&input_shape)?;
-    let split = DataSplit::open(&config.datasplit, arch.dims, &OpenOptions::default())?;
+    // Only the training datasets: the validator opens the validation ones itself.
+    if let Some(synthetic) = &config.datasplit.synthetic {
+        dacapo_data::ensure_synthetic(synthetic)?;
+    }
+    let train_datasets = config
+        .datasplit
+        .train
+        .iter()
+        .map(|d| Dataset::open(d, arch.dims, &OpenOptions::default()))
+        .collect::<Result<Vec<_>, _>>()?;
     let spec = SamplerSpec::from_trainer(
         &config.trainer,
         config.run.seed,
         input_shape.clone(),
         output_shape.clone(),
     );
-    let sampler = BatchSampler::new(split.train, spec)?;
+    let sampler = BatchSampler::new(train_datasets, spec)?;
 
     let model = net.init(config.run.seed, &device)?;
     let mut step = TrainStep::new(
@@ -267,8 +275,11 @@ pub fn train(
         multi: &multi,
     };
 
-    // A resumed checkpoint that was never validated (killed during validation) is now.
-    if resumed_from > 0 && ctx.scores.validated_until() <= resumed_from {
+    // A resumed interval checkpoint that was never validated (killed during validation) is
+    // validated now; checkpoints written on a stop request are off the schedule and are not.
+    let on_schedule = resumed_from % config.run.validation_interval == 0
+        || resumed_from == config.run.train_until;
+    if resumed_from > 0 && on_schedule && ctx.scores.validated_until() <= resumed_from {
         ctx.validate_and_record(resumed_from, &step, &mut writer)?;
     } else if !ctx.scores.scores().is_empty() {
         // Best records lag the stored scores if the last trainer died between the two.
