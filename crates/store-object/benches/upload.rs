@@ -1,0 +1,3 @@
+//! Checkpoint upload throughput (placeholder).
+
+fn main() {}
