@@ -5,6 +5,7 @@ mod import_torch;
 mod plot;
 mod predict;
 mod runs;
+mod submit;
 mod train;
 mod validate;
 
@@ -46,6 +47,8 @@ enum Command {
     /// List, show or remove runs.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
+    /// Queue runs on SLURM (one resumable sbatch job per config) or start them detached here.
+    Submit(submit::SubmitArgs),
     /// Plot training loss and validation scores of runs to a PNG or SVG file.
     Plot(plot::PlotArgs),
     /// Write a checkpoint's model as a safetensors file PyTorch and numpy load.
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Predict(args) => predict::run(&args),
         Command::Runs(cmd) => runs::run(cmd),
+        Command::Submit(args) => submit::run(&args),
         Command::Plot(args) => plot::run(&args),
         Command::Export(args) => export::run(&args),
         Command::ImportTorch(args) => import_torch::run(&args),

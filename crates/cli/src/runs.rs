@@ -20,6 +20,7 @@ use dacapo_store::{
 use serde::Serialize;
 
 use crate::RootArg;
+use crate::submit::{self, SlurmJob};
 
 /// Name of the frozen config in a run directory.
 const CONFIG_FILE: &str = "run.toml";
@@ -101,9 +102,12 @@ impl Stores {
     }
 }
 
-/// Whether `dir` (an entry of the root) is a run: it has a frozen config or checkpoints.
+/// Whether `dir` (an entry of the root) is a run: it has a frozen config, checkpoints, or
+/// was submitted (`dacapo submit` writes `submit/` before the job starts).
 fn is_run_dir(dir: &Path) -> bool {
-    dir.join(CONFIG_FILE).is_file() || dir.join("checkpoints").is_dir()
+    dir.join(CONFIG_FILE).is_file()
+        || dir.join("checkpoints").is_dir()
+        || dir.join("submit").is_dir()
 }
 
 /// The names of the runs under `root`, sorted; empty if `root` does not exist.
@@ -302,12 +306,14 @@ pub(crate) fn fmt_tick(v: f64) -> String {
 // ---------------------------------------------------------------------------------------------
 // ls / show
 
-/// Whether a run is being trained, is done, or stopped before `train_until`.
+/// Whether a run is being trained, waits in a queue, is done, or stopped before `train_until`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum Status {
-    /// A trainer holds the run lock.
+    /// A trainer holds the run lock, or the run's SLURM job runs.
     Running,
+    /// The run's SLURM job waits in the queue.
+    Queued,
     /// The latest checkpoint reached `train_until`.
     Finished,
     /// Neither.
@@ -318,6 +324,7 @@ impl Status {
     fn as_str(self) -> &'static str {
         match self {
             Status::Running => "running",
+            Status::Queued => "queued",
             Status::Finished => "finished",
             Status::Stopped => "stopped",
         }
@@ -336,7 +343,28 @@ struct RunSummary {
     best: Vec<BestRecord>,
     status: Status,
     holder: Option<String>,
+    /// The run's queued or running SLURM job.
+    slurm: Option<SlurmState>,
     problems: Vec<String>,
+}
+
+/// A run's SLURM job as `runs ls --json` shows it.
+#[derive(Debug, Serialize)]
+struct SlurmState {
+    job_id: String,
+    state: String,
+}
+
+impl RunSummary {
+    /// The status column: `running`, `queued (slurm 12)`, `running (slurm 12)`, ...
+    fn status_text(&self) -> String {
+        match &self.slurm {
+            Some(j) if matches!(self.status, Status::Running | Status::Queued) => {
+                format!("{} (slurm {})", self.status.as_str(), j.job_id)
+            }
+            _ => self.status.as_str().to_owned(),
+        }
+    }
 }
 
 /// Everything `runs show` prints of one run.
@@ -354,7 +382,8 @@ struct RunDetails {
     criteria: Vec<String>,
 }
 
-fn gather(stores: &Stores, name: &str) -> RunDetails {
+/// Everything known of run `name`; `jobs` are the user's SLURM jobs (`None`: no SLURM here).
+fn gather(stores: &Stores, name: &str, jobs: Option<&[SlurmJob]>) -> RunDetails {
     let mut problems = Vec::new();
     let frozen = read_config(&stores.root, name);
     problems.extend(frozen.problem.clone());
@@ -394,8 +423,12 @@ fn gather(stores: &Stores, name: &str) -> RunDetails {
     );
 
     let train_until = frozen.config.as_ref().map(|c| c.run.train_until);
-    let status = if holder.is_some() {
+    let run_dir = std::path::absolute(stores.root.join(name)).unwrap_or_default();
+    let job = jobs.and_then(|jobs| submit::job_of(jobs, name, &run_dir));
+    let status = if holder.is_some() || job.is_some_and(SlurmJob::is_running) {
         Status::Running
+    } else if job.is_some() {
+        Status::Queued
     } else if latest.zip(train_until).is_some_and(|(l, t)| l >= t) {
         Status::Finished
     } else {
@@ -412,6 +445,10 @@ fn gather(stores: &Stores, name: &str) -> RunDetails {
             best,
             status,
             holder,
+            slurm: job.map(|j| SlurmState {
+                job_id: j.id.clone(),
+                state: j.state.clone(),
+            }),
             problems,
         },
         config_path: frozen.path,
@@ -445,6 +482,22 @@ fn compact_best(best: &[BestRecord]) -> String {
         .join("; ")
 }
 
+/// The user's SLURM jobs (one `squeue` call), or `None` without SLURM or without runs.
+///
+/// A SLURM that does not answer only costs the job states, with a warning.
+fn slurm_jobs(names: &[String]) -> Option<Vec<SlurmJob>> {
+    if names.is_empty() {
+        return None;
+    }
+    match submit::squeue_jobs() {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            eprintln!("warning: no SLURM job states: {e:#}");
+            None
+        }
+    }
+}
+
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
@@ -452,7 +505,11 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 fn ls(root: &Path, json: bool) -> Result<()> {
     let stores = Stores::open(root);
     let names = list_run_names(root)?;
-    let runs: Vec<RunSummary> = names.iter().map(|n| gather(&stores, n).summary).collect();
+    let jobs = slurm_jobs(&names);
+    let runs: Vec<RunSummary> = names
+        .iter()
+        .map(|n| gather(&stores, n, jobs.as_deref()).summary)
+        .collect();
     if json {
         emit(&format!("{}\n", serde_json::to_string_pretty(&runs)?))?;
         return Ok(());
@@ -483,7 +540,7 @@ fn ls(root: &Path, json: bool) -> Result<()> {
             format!("{}/{}", r.trained_until, opt(r.train_until)),
             opt(r.latest_checkpoint),
             opt(r.last_loss.map(fmt_num)),
-            r.status.as_str().to_owned(),
+            r.status_text(),
             compact_best(&r.best),
         ]);
     }
@@ -499,7 +556,8 @@ fn ls(root: &Path, json: bool) -> Result<()> {
 fn show(root: &Path, name: &str, json: bool) -> Result<()> {
     require_run(root, name)?;
     let stores = Stores::open(root);
-    let d = gather(&stores, name);
+    let jobs = slurm_jobs(&[name.to_owned()]);
+    let d = gather(&stores, name, jobs.as_deref());
     if json {
         emit(&format!("{}\n", serde_json::to_string_pretty(&d)?))?;
         return Ok(());
@@ -508,7 +566,7 @@ fn show(root: &Path, name: &str, json: bool) -> Result<()> {
     let mut out = String::new();
     let status = match &s.holder {
         Some(h) => format!("running ({h})"),
-        None => s.status.as_str().to_owned(),
+        None => s.status_text(),
     };
     out += &format!("run:         {}\n", s.name);
     out += &format!("status:      {status}\n");
