@@ -29,8 +29,9 @@ const MAX_PROBLEMS: usize = 20;
 /// Arguments of `dacapo import-torch`.
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
-    /// The weights: a PyTorch checkpoint (`.pt`/`.pth`: a state dict, DaCapo's checkpoint
-    /// `{"model": ..., "optimizer": ...}` or a whole saved module) or a `.safetensors` file.
+    /// The weights: a PyTorch checkpoint (`.pt`/`.pth`: a state dict, a DaCapo checkpoint
+    /// (its pickled `Weights` or an older `{"model": ..., "optimizer": ...}`) or a whole saved
+    /// module) or a `.safetensors` file.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// The run to import into; a new run needs --config.
@@ -247,7 +248,10 @@ fn read_weights(path: &Path) -> Result<(TensorMap, &'static str)> {
         let (map, _) = read_safetensors_file(path)?;
         return Ok((map, "safetensors"));
     }
-    let reader = pytorch_reader::PytorchReader::new(path).map_err(|e| {
+    // DaCapo pickles a `Weights` object the reader cannot build; read it as a dict instead.
+    let unwrapped = unwrap_dacapo_weights(path)?;
+    let readable = unwrapped.as_ref().map_or(path, |f| f.path());
+    let reader = pytorch_reader::PytorchReader::new(readable).map_err(|e| {
         anyhow::anyhow!(
             "cannot read {} as a PyTorch checkpoint: {e}; give a file written by `torch.save` \
              (a safetensors file needs the .safetensors extension)",
@@ -270,6 +274,88 @@ fn read_weights(path: &Path) -> Result<(TensorMap, &'static str)> {
         map.insert(name, tensor);
     }
     Ok((map, "pytorch"))
+}
+
+/// The pickle that starts a DaCapo checkpoint: `torch.save` (protocol 2) of a
+/// `dacapo.store.weights_store.Weights` object, a plain class the PyTorch reader cannot build.
+const DACAPO_WEIGHTS: &[u8] = b"\x80\x02cdacapo.store.weights_store\nWeights\n";
+
+/// A copy of the DaCapo checkpoint `path` whose `Weights` object is a dict of the same
+/// attributes (`model`, `optimizer`), or `None` when `path` is not such a checkpoint.
+///
+/// The object is pickled as `GLOBAL Weights; [BINPUT]; EMPTY_TUPLE; NEWOBJ; [BINPUT]; <dict>;
+/// BUILD`. Replacing everything before the attribute dict by `EMPTY_DICT` (keeping the memo
+/// slots) turns the `BUILD` into a dict update, which the reader understands.
+fn unwrap_dacapo_weights(path: &Path) -> Result<Option<tempfile::NamedTempFile>> {
+    use std::io::{Read, Write};
+    let Ok(file) = std::fs::File::open(path) else {
+        return Ok(None);
+    };
+    let Ok(mut archive) = zip::ZipArchive::new(file) else {
+        return Ok(None); // not a zip: a legacy torch file, left to the reader
+    };
+    let Some(index) = (0..archive.len()).find(|&i| {
+        archive
+            .name_for_index(i)
+            .and_then(|n| n.ok())
+            .is_some_and(|n| n == "data.pkl" || n.ends_with("/data.pkl"))
+    }) else {
+        return Ok(None);
+    };
+    let mut pickle = Vec::new();
+    archive
+        .by_index(index)
+        .and_then(|mut entry| Ok(entry.read_to_end(&mut pickle)?))
+        .with_context(|| format!("reading the pickle of {}", path.display()))?;
+    let Some(patched) = dict_for_weights_object(&pickle) else {
+        return Ok(None);
+    };
+    let copy_err = || format!("rewriting the DaCapo checkpoint {}", path.display());
+    let out = tempfile::NamedTempFile::new().with_context(copy_err)?;
+    let mut writer = zip::ZipWriter::new(out.reopen().with_context(copy_err)?);
+    for i in 0..archive.len() {
+        if i == index {
+            let name = archive
+                .name_for_index(i)
+                .and_then(|n| n.ok())
+                .map_or_else(|| "data.pkl".to_owned(), |n| n.into_owned());
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            writer.start_file(name, options).with_context(copy_err)?;
+            writer.write_all(&patched).with_context(copy_err)?;
+        } else {
+            let entry = archive.by_index_raw(i).with_context(copy_err)?;
+            writer.raw_copy_file(entry).with_context(copy_err)?;
+        }
+    }
+    writer.finish().with_context(copy_err)?;
+    Ok(Some(out))
+}
+
+/// `pickle` with a leading DaCapo `Weights` object turned into a dict (see
+/// [`unwrap_dacapo_weights`]), or `None` when it does not start with one.
+fn dict_for_weights_object(pickle: &[u8]) -> Option<Vec<u8>> {
+    const BINPUT: u8 = b'q';
+    const EMPTY_TUPLE: u8 = b')';
+    const NEWOBJ: u8 = 0x81;
+    const EMPTY_DICT: u8 = b'}';
+    let mut rest = pickle.strip_prefix(DACAPO_WEIGHTS)?;
+    let mut memo = Vec::new();
+    if let [BINPUT, slot, tail @ ..] = rest {
+        memo.extend([BINPUT, *slot]);
+        rest = tail;
+    }
+    rest = rest.strip_prefix(&[EMPTY_TUPLE, NEWOBJ])?;
+    if let [BINPUT, slot, tail @ ..] = rest {
+        memo.extend([BINPUT, *slot]);
+        rest = tail;
+    }
+    let mut out = Vec::with_capacity(pickle.len());
+    out.extend_from_slice(&DACAPO_WEIGHTS[..2]); // PROTO 2
+    out.push(EMPTY_DICT);
+    out.extend(memo);
+    out.extend_from_slice(rest);
+    Some(out)
 }
 
 fn core_dtype(d: pytorch_reader::DType) -> DType {
@@ -518,4 +604,29 @@ fn cnnectome_network(config: &RunConfig, task: &Task) -> UNetConfig {
     let levels = net.downsample_factors.len();
     net.upsample_channel_contraction = Some((0..levels).map(|level| level > 0).collect());
     net
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_weights_object_becomes_a_dict_keeping_its_memo_slots() {
+        let mut pickle = DACAPO_WEIGHTS.to_vec();
+        pickle.extend_from_slice(b"q\x00)\x81q\x01}q\x02(X\x01\x00\x00\x00a");
+        let out = dict_for_weights_object(&pickle).unwrap();
+        assert_eq!(out, b"\x80\x02}q\x00q\x01}q\x02(X\x01\x00\x00\x00a");
+        // Without memo opcodes (pickled with the memo off).
+        let mut bare = DACAPO_WEIGHTS.to_vec();
+        bare.extend_from_slice(b")\x81}.");
+        assert_eq!(dict_for_weights_object(&bare).unwrap(), b"\x80\x02}}.");
+    }
+
+    #[test]
+    fn other_pickles_are_left_alone() {
+        assert!(dict_for_weights_object(b"\x80\x02ccollections\nOrderedDict\nq\x00)R").is_none());
+        let mut odd = DACAPO_WEIGHTS.to_vec();
+        odd.extend_from_slice(b"q\x00X"); // not constructed with NEWOBJ
+        assert!(dict_for_weights_object(&odd).is_none());
+    }
 }
