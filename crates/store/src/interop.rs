@@ -6,12 +6,12 @@ use std::fs::{self, OpenOptions};
 use std::io::BufWriter;
 use std::path::Path;
 
-use dacapo_core::{DType, NamedTensor, TensorMap};
-use safetensors::{Dtype, SafeTensors};
+use dacapo_core::{NamedTensor, TensorMap};
+use safetensors::SafeTensors;
 
 use crate::error::{Result, StoreError, io_err};
 use crate::fsutil::{fsync_dir, unique_suffix};
-use crate::st::{Layout, check_tensors};
+use crate::st::{Layout, check_tensors, from_st};
 
 /// Writes `map` as the safetensors file `path`, with `metadata` in its header besides
 /// `format: pt`, so `safetensors.torch.load_file` and `safetensors.numpy.load_file` read it.
@@ -92,24 +92,6 @@ pub fn read_safetensors_file(path: &Path) -> Result<(TensorMap, BTreeMap<String,
     Ok((map, header))
 }
 
-fn from_st(d: Dtype) -> Option<DType> {
-    Some(match d {
-        Dtype::BOOL => DType::Bool,
-        Dtype::U8 => DType::U8,
-        Dtype::I8 => DType::I8,
-        Dtype::U16 => DType::U16,
-        Dtype::I16 => DType::I16,
-        Dtype::U32 => DType::U32,
-        Dtype::I32 => DType::I32,
-        Dtype::U64 => DType::U64,
-        Dtype::I64 => DType::I64,
-        Dtype::F16 => DType::F16,
-        Dtype::BF16 => DType::BF16,
-        Dtype::F32 => DType::F32,
-        Dtype::F64 => DType::F64,
-        _ => return None,
-    })
-}
 
 #[cfg(test)]
 mod tests {

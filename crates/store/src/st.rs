@@ -36,7 +36,7 @@ fn to_st(d: DType) -> Dtype {
     }
 }
 
-fn from_st(d: Dtype) -> Option<DType> {
+pub(crate) fn from_st(d: Dtype) -> Option<DType> {
     Some(match d {
         Dtype::BOOL => DType::Bool,
         Dtype::U8 => DType::U8,
