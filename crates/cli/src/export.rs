@@ -16,7 +16,7 @@ use dacapo_store::{BestRecord, write_safetensors_file};
 use dacapo_trainer::{Stores, backend, build_model};
 
 use crate::RootArg;
-use crate::predict::{available_best, parse_best};
+use crate::predict::{describe_checkpoint, select_checkpoint};
 use crate::validate::load_frozen;
 
 /// Arguments of `dacapo export`.
@@ -98,41 +98,13 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         );
     }
     let stores = Stores::local(&config);
-    let (iteration, best) = match (args.best.as_deref(), args.iteration) {
-        (Some(best), _) => {
-            let (dataset, criterion) = parse_best(best)?;
-            let record = stores
-                .weights
-                .retrieve_best(run, dataset, criterion)
-                .map_err(|e| {
-                    let available = available_best(&root.join(run));
-                    anyhow::anyhow!(
-                        "{e}; best records of run `{run}`: {}",
-                        if available.is_empty() {
-                            "none (validate the run first: `dacapo validate --run NAME`)".to_owned()
-                        } else {
-                            available.join(", ")
-                        }
-                    )
-                })?;
-            (record.iteration, Some(record))
-        }
-        (None, Some(n)) => {
-            let stored = stores.weights.iterations(run)?;
-            if !stored.contains(&n) {
-                bail!(
-                    "run `{run}` has no committed checkpoint {n}; stored checkpoints: {}",
-                    if stored.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        format!("{stored:?}")
-                    }
-                );
-            }
-            (n, None)
-        }
-        (None, None) => bail!("give --iteration N or --best DATASET/CRITERION"),
-    };
+    let (iteration, best) = select_checkpoint(
+        &*stores.weights,
+        root,
+        run,
+        args.best.as_deref(),
+        args.iteration,
+    )?;
     let weights = stores.weights.retrieve_weights(run, iteration)?;
 
     // Loading the tensors into the run's network proves the file describes that network:
@@ -150,13 +122,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         .with_context(|| format!("writing {} failed", args.output.display()))?;
 
     let params: usize = weights.model.values().map(|t| t.numel()).sum();
-    let source = match &best {
-        Some(r) => format!(
-            "checkpoint {iteration} (best {}/{} = {:.4} with {})",
-            r.dataset, r.criterion, r.value, r.parameter
-        ),
-        None => format!("checkpoint {iteration}"),
-    };
+    let source = describe_checkpoint(iteration, best.as_ref());
     println!(
         "exported {source} of run `{run}` ({} task, {} tensors, {params} parameters) to {}",
         config.task.kind(),

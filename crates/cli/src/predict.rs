@@ -5,7 +5,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use dacapo_core::config::Backend;
 use dacapo_data::{Normalizer, ZarrArray};
-use dacapo_trainer::{Stores, backend, build_model, load_best, load_weights};
+use dacapo_store::{BestRecord, WeightsStore};
+use dacapo_trainer::{Stores, backend, build_model, load_weights};
 use dacapo_validator::{PredictJob, ZarrPath, predict_zarr};
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
@@ -88,6 +89,62 @@ pub(crate) fn available_best(run_dir: &Path) -> Vec<String> {
     out
 }
 
+/// The checkpoint that `--best DATASET/CRITERION` or `--iteration N` selects, and the best
+/// record that chose it; errors list what the run has.
+pub(crate) fn select_checkpoint(
+    weights: &dyn WeightsStore,
+    root: &Path,
+    run: &str,
+    best: Option<&str>,
+    iteration: Option<u64>,
+) -> Result<(u64, Option<BestRecord>)> {
+    match (best, iteration) {
+        (Some(best), _) => {
+            let (dataset, criterion) = parse_best(best)?;
+            let record = weights
+                .retrieve_best(run, dataset, criterion)
+                .map_err(|e| {
+                    let available = available_best(&root.join(run));
+                    anyhow::anyhow!(
+                        "{e}; best records of run `{run}`: {}",
+                        if available.is_empty() {
+                            "none (validate the run first: `dacapo validate --run NAME`)".to_owned()
+                        } else {
+                            available.join(", ")
+                        }
+                    )
+                })?;
+            Ok((record.iteration, Some(record)))
+        }
+        (None, Some(n)) => {
+            let stored = weights.iterations(run)?;
+            if !stored.contains(&n) {
+                bail!(
+                    "run `{run}` has no committed checkpoint {n}; stored checkpoints: {}",
+                    if stored.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        format!("{stored:?}")
+                    }
+                );
+            }
+            Ok((n, None))
+        }
+        (None, None) => bail!("give --iteration N or --best DATASET/CRITERION"),
+    }
+}
+
+/// `checkpoint N`, with the best record that chose it.
+pub(crate) fn describe_checkpoint(iteration: u64, best: Option<&BestRecord>) -> String {
+    match best {
+        Some(r) => format!(
+            "checkpoint {iteration} (best {}/{} = {:.4} with {})",
+            r.dataset, r.criterion, r.value, r.parameter
+        ),
+        None => format!("checkpoint {iteration}"),
+    }
+}
+
 /// Runs `dacapo predict`.
 pub fn run(args: &PredictArgs) -> Result<()> {
     let root = &args.root.root;
@@ -102,51 +159,19 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     };
     let output_path = ZarrPath::parse(&args.output).map_err(anyhow::Error::msg)?;
     let output_array = output_path.array.as_deref().unwrap_or(DEFAULT_OUTPUT_ARRAY);
-    let best = args.best.as_deref().map(parse_best).transpose()?;
-
     let stores = Stores::local(&config);
+    let (iteration, best) = select_checkpoint(
+        &*stores.weights,
+        root,
+        run,
+        args.best.as_deref(),
+        args.iteration,
+    )?;
     backend::set_cpu_threads(config.run.threads);
     let device = backend::device(args.backend.unwrap_or(config.run.backend))?;
     let (model, task) = build_model(&config, &device)?;
-    let (model, source) = match (best, args.iteration) {
-        (Some((dataset, criterion)), _) => {
-            let (model, record) = load_best(&*stores.weights, run, dataset, criterion, model)
-                .map_err(|e| {
-                    let available = available_best(&root.join(run));
-                    anyhow::anyhow!(
-                        "{e}; best records of run `{run}`: {}",
-                        if available.is_empty() {
-                            "none (validate the run first: `dacapo validate --run NAME`)".to_owned()
-                        } else {
-                            available.join(", ")
-                        }
-                    )
-                })?;
-            (
-                model,
-                format!(
-                    "checkpoint {} (best {dataset}/{criterion} = {:.4} with {})",
-                    record.iteration, record.value, record.parameter
-                ),
-            )
-        }
-        (None, Some(n)) => {
-            let stored = stores.weights.iterations(run)?;
-            if !stored.contains(&n) {
-                bail!(
-                    "run `{run}` has no committed checkpoint {n}; stored checkpoints: {}",
-                    if stored.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        format!("{stored:?}")
-                    }
-                );
-            }
-            let (model, _) = load_weights(&*stores.weights, run, n, model)?;
-            (model, format!("checkpoint {n}"))
-        }
-        (None, None) => bail!("give --iteration N or --best DATASET/CRITERION"),
-    };
+    let (model, _) = load_weights(&*stores.weights, run, iteration, model)?;
+    let source = describe_checkpoint(iteration, best.as_ref());
 
     let dims = model.config().dims;
     let input = ZarrArray::open(&input_path.container, input_array, Some(dims))?;
