@@ -23,7 +23,7 @@
 
 pub mod schema;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::{Mutex, PoisonError};
 
@@ -61,6 +61,9 @@ impl std::fmt::Debug for PostgresStatsStore {
 struct Conn {
     client: Client,
     stmts: Statements,
+    /// Per run, the first and last training record this handle last saw stored: appends
+    /// that extend them take one statement, which checks that they still are.
+    known: HashMap<String, (TrainingIterationStats, TrainingIterationStats)>,
 }
 
 /// Statements prepared once per connection (saves a round trip per call).
@@ -69,6 +72,7 @@ struct Statements {
     training_all: Statement,
     training_delete_from: Statement,
     training_insert: Statement,
+    training_append: Statement,
 }
 
 const TRAINING_BOUNDS: &str = "(SELECT iteration, loss, time FROM training_stats WHERE run = $1 \
@@ -80,6 +84,21 @@ const TRAINING_DELETE_FROM: &str = "DELETE FROM training_stats WHERE run = $1 AN
 const TRAINING_INSERT: &str = "INSERT INTO training_stats (run, iteration, loss, time) \
      SELECT $1, * FROM UNNEST($2::bigint[], $3::double precision[], $4::double precision[])";
 
+/// Appends `$8..$10` to run `$1` only if its first and last stored records are still
+/// `($2, $3, $4)` and `($5, $6, $7)` (floats as their 8 bytes); returns whether they were.
+/// One autocommitted statement, so an append is one round trip.
+const TRAINING_APPEND: &str = "WITH \
+     f AS (SELECT iteration, float8send(loss) AS l, float8send(time) AS t FROM training_stats \
+           WHERE run = $1 ORDER BY iteration ASC LIMIT 1), \
+     e AS (SELECT iteration, float8send(loss) AS l, float8send(time) AS t FROM training_stats \
+           WHERE run = $1 ORDER BY iteration DESC LIMIT 1), \
+     ok AS (SELECT EXISTS (SELECT 1 FROM f, e WHERE f.iteration = $2 AND f.l = $3 AND \
+           f.t = $4 AND e.iteration = $5 AND e.l = $6 AND e.t = $7) AS ok), \
+     ins AS (INSERT INTO training_stats (run, iteration, loss, time) \
+           SELECT $1, u.i, u.l, u.t FROM ok, UNNEST($8::bigint[], $9::double precision[], \
+           $10::double precision[]) AS u(i, l, t) WHERE ok.ok RETURNING 1) \
+     SELECT ok.ok, (SELECT count(*) FROM ins) FROM ok";
+
 impl Statements {
     fn prepare(client: &mut Client) -> std::result::Result<Self, postgres::Error> {
         Ok(Self {
@@ -87,6 +106,7 @@ impl Statements {
             training_all: client.prepare(TRAINING_ALL)?,
             training_delete_from: client.prepare(TRAINING_DELETE_FROM)?,
             training_insert: client.prepare(TRAINING_INSERT)?,
+            training_append: client.prepare(TRAINING_APPEND)?,
         })
     }
 }
@@ -147,7 +167,11 @@ impl PostgresStatsStore {
             .map_err(|e| remote("prepare the stats statements")(e.into()))?;
         Ok(Self {
             store,
-            conn: Mutex::new(Conn { client, stmts }),
+            conn: Mutex::new(Conn {
+                client,
+                stmts,
+                known: HashMap::new(),
+            }),
         })
     }
 
@@ -236,9 +260,71 @@ fn insert_training(
     Ok(())
 }
 
-/// Makes the stored training stats of `run` equal `mem` in one transaction.
+/// Makes the stored training stats of `run` equal `mem`: one statement when `mem` extends
+/// what this handle last stored, else one transaction that compares, cuts back and appends.
 fn store_training(conn: &mut Conn, run: &str, mem: &[TrainingIterationStats]) -> DbResult<()> {
-    let Conn { client, stmts } = conn;
+    let known = conn.known.remove(run);
+    if let Some((first, last)) = known
+        && try_append(conn, run, mem, &first, &last)?
+    {
+        conn.known
+            .insert(run.to_owned(), (mem[0], mem[mem.len() - 1]));
+        return Ok(());
+    }
+    store_training_slow(conn, run, mem)?;
+    if let (Some(first), Some(last)) = (mem.first(), mem.last()) {
+        conn.known.insert(run.to_owned(), (*first, *last));
+    }
+    Ok(())
+}
+
+/// Appends what `mem` has past the stored `first..=last` in one statement; false (nothing
+/// written) when `mem` does not extend them or the database no longer holds them.
+fn try_append(
+    conn: &mut Conn,
+    run: &str,
+    mem: &[TrainingIterationStats],
+    first: &TrainingIterationStats,
+    last: &TrainingIterationStats,
+) -> DbResult<bool> {
+    let stored = usize::try_from(last.iteration.saturating_sub(first.iteration) + 1)?;
+    if mem.len() < stored || !same_record(&mem[0], first) || !same_record(&mem[stored - 1], last) {
+        return Ok(false);
+    }
+    let rest = &mem[stored..];
+    let iterations = rest
+        .iter()
+        .map(|r| to_i64(r.iteration))
+        .collect::<DbResult<Vec<i64>>>()?;
+    let losses: Vec<f64> = rest.iter().map(|r| r.loss).collect();
+    let times: Vec<f64> = rest.iter().map(|r| r.time).collect();
+    let bytes = |v: f64| v.to_be_bytes().to_vec();
+    let row = conn.client.query_one(
+        &conn.stmts.training_append,
+        &[
+            &run,
+            &to_i64(first.iteration)?,
+            &bytes(first.loss),
+            &bytes(first.time),
+            &to_i64(last.iteration)?,
+            &bytes(last.loss),
+            &bytes(last.time),
+            &iterations,
+            &losses,
+            &times,
+        ],
+    )?;
+    let ok: bool = row.try_get(0)?;
+    let inserted: i64 = row.try_get(1)?;
+    if ok && usize::try_from(inserted)? != rest.len() {
+        return Err(format!("appended {inserted} of {} records", rest.len()).into());
+    }
+    Ok(ok)
+}
+
+/// Makes the stored training stats of `run` equal `mem` in one transaction.
+fn store_training_slow(conn: &mut Conn, run: &str, mem: &[TrainingIterationStats]) -> DbResult<()> {
+    let Conn { client, stmts, .. } = conn;
     let mut tx = client.transaction()?;
     let bounds = tx.query(&stmts.training_bounds, &[&run])?;
     let keep = match bounds.as_slice() {
@@ -554,7 +640,7 @@ impl StatsStore for PostgresStatsStore {
         self.with(
             || format!("read the training stats of run `{run}`"),
             |conn| {
-                let Conn { client, stmts } = conn;
+                let Conn { client, stmts, .. } = conn;
                 let records = client
                     .query(&stmts.training_all, &[&run])?
                     .iter()
@@ -608,6 +694,7 @@ impl StatsStore for PostgresStatsStore {
         self.with(
             || format!("delete the training stats of run `{run}`"),
             |conn| {
+                conn.known.remove(run);
                 conn.client
                     .execute("DELETE FROM training_stats WHERE run = $1", &[&run])?;
                 Ok(())

@@ -252,3 +252,56 @@ fn passwords_in_urls_are_refused_and_errors_name_the_store() {
         Err(StoreError::Invalid(_))
     ));
 }
+
+/// A handle that appends in one statement (it remembers what it stored) still notices when
+/// another handle rewrote the run in place meanwhile, at its last or first record.
+#[test]
+fn one_statement_appends_notice_foreign_rewrites() {
+    let Some(schema) = TestSchema::new() else {
+        return;
+    };
+    let (a, b) = (schema.open(), schema.open());
+    let run = "rewritten";
+    a.store_training_stats(run, &stats(0..5, 0)).unwrap();
+    let mut last_differs = stats(0..4, 0);
+    last_differs.add_iteration_stats(rec(4, 1)).unwrap();
+    b.store_training_stats(run, &last_differs).unwrap();
+    a.store_training_stats(run, &stats(0..6, 0)).unwrap();
+    assert!(same_stats(
+        &b.retrieve_training_stats(run).unwrap(),
+        &stats(0..6, 0)
+    ));
+    b.store_training_stats(run, &stats(0..6, 2)).unwrap();
+    a.store_training_stats(run, &stats(0..7, 0)).unwrap();
+    assert!(same_stats(
+        &b.retrieve_training_stats(run).unwrap(),
+        &stats(0..7, 0)
+    ));
+    // Special values at the boundaries still allow appends after them.
+    let mut special = TrainingStats::new();
+    for (i, loss) in [
+        f64::NAN,
+        -0.0,
+        f64::INFINITY,
+        f64::from_bits(0x7ff8_0000_dead_beef),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        special
+            .add_iteration_stats(dacapo_core::TrainingIterationStats {
+                iteration: i as u64,
+                loss,
+                time: -loss,
+            })
+            .unwrap();
+        a.store_training_stats("special-append", &special).unwrap();
+        let back = b.retrieve_training_stats("special-append").unwrap();
+        assert!(same_stats(&back, &special), "{:?}", back.iteration_stats());
+    }
+    let back = b.retrieve_training_stats("special-append").unwrap();
+    assert_eq!(
+        back.iteration_stats()[1].loss.to_bits(),
+        (-0.0f64).to_bits()
+    );
+}
