@@ -97,7 +97,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             args.output.display()
         );
     }
-    let stores = Stores::local(&config);
+    let stores = Stores::open(&config)?;
     let (iteration, best) = select_checkpoint(
         &*stores.weights,
         root,

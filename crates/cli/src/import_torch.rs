@@ -126,7 +126,7 @@ pub fn run(args: &ImportArgs) -> Result<()> {
         optimizer: TensorMap::new(),
         state,
     };
-    let stores = Stores::local(&config);
+    let stores = Stores::open(&config)?;
     stores
         .weights
         .store_weights(&run, args.iteration, &weights)

@@ -219,9 +219,10 @@ fn write_png(path: &Path, (w, h): (u32, u32), rgb: &[u8]) -> Result<()> {
 
 /// Reads what is plotted of run `name`.
 fn load(stores: &Stores, name: &str, color: RGBColor, smooth: Option<u64>) -> Result<RunData> {
+    let frozen = runs::read_config(&stores.root, name);
+    let stores = &stores.of_run(frozen.config.as_ref())?;
     let stats = runs::training_stats(stores, name)?;
     let scores = runs::validation_scores(stores, name)?;
-    let frozen = runs::read_config(&stores.root, name);
     let records = runs::best_records(stores, name, frozen.config.as_ref(), &scores)?;
 
     let loss: Vec<(u64, f64)> = stats

@@ -159,7 +159,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     };
     let output_path = ZarrPath::parse(&args.output).map_err(anyhow::Error::msg)?;
     let output_array = output_path.array.as_deref().unwrap_or(DEFAULT_OUTPUT_ARRAY);
-    let stores = Stores::local(&config);
+    let stores = Stores::open(&config)?;
     let (iteration, best) = select_checkpoint(
         &*stores.weights,
         root,

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
@@ -81,23 +82,42 @@ pub fn run(cmd: RunsCommand) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Shared with `plot`.
 
-/// The stores of one root.
+/// The stores of one root, or of one run whose config names remote stores.
+#[derive(Clone)]
 pub(crate) struct Stores {
     /// The store root.
     pub root: PathBuf,
     /// Checkpoints and best records.
-    pub weights: LocalWeightsStore,
+    pub weights: Arc<dyn WeightsStore>,
     /// Training stats and validation scores.
-    pub stats: FileStatsStore,
+    pub stats: Arc<dyn StatsStore>,
 }
 
 impl Stores {
-    /// The stores under `root`.
+    /// The local stores under `root`.
     pub fn open(root: &Path) -> Self {
         Self {
             root: root.to_path_buf(),
-            weights: LocalWeightsStore::new(root),
-            stats: FileStatsStore::new(root),
+            weights: Arc::new(LocalWeightsStore::new(root)),
+            stats: Arc::new(FileStatsStore::new(root)),
+        }
+    }
+
+    /// The stores of a run with frozen config `config`: its PostgreSQL / object stores when
+    /// it names them, else these.
+    pub fn of_run(&self, config: Option<&RunConfig>) -> Result<Self> {
+        match config {
+            Some(c) if c.stores.stats.is_some() || c.stores.weights.is_some() => {
+                let s = dacapo_trainer::Stores::open(c).with_context(|| {
+                    format!("cannot open the stores of run `{}`", c.run.name.as_str())
+                })?;
+                Ok(Self {
+                    root: self.root.clone(),
+                    weights: s.weights,
+                    stats: s.stats,
+                })
+            }
+            _ => Ok(self.clone()),
         }
     }
 }
@@ -387,6 +407,10 @@ fn gather(stores: &Stores, name: &str, jobs: Option<&[SlurmJob]>) -> RunDetails 
     let mut problems = Vec::new();
     let frozen = read_config(&stores.root, name);
     problems.extend(frozen.problem.clone());
+    let stores = &stores.of_run(frozen.config.as_ref()).unwrap_or_else(|e| {
+        problems.push(format!("{e:#}"));
+        stores.clone()
+    });
     let mut note = |r: Result<(), anyhow::Error>| {
         if let Err(e) = r {
             problems.push(format!("{e:#}"));
@@ -687,6 +711,21 @@ fn rm(root: &Path, name: &str, keep_best: bool, yes: bool) -> Result<()> {
         ),
         Err(e) => return Err(e).with_context(|| format!("cannot lock run `{name}`")),
     };
+    if let Some(c) = read_config(root, name).config
+        && (c.stores.stats.is_some() || c.stores.weights.is_some())
+    {
+        bail!(
+            "run `{name}` keeps its stats or checkpoints in remote stores ({}); `dacapo \
+                 runs rm` removes local runs only: delete them there, then remove {}",
+            [&c.stores.stats, &c.stores.weights]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            root.join(name).display()
+        );
+    }
     let stores = Stores::open(root);
     let stats = training_stats(&stores, name)?;
     let scores = validation_scores(&stores, name)?;
@@ -768,7 +807,7 @@ fn rm(root: &Path, name: &str, keep_best: bool, yes: bool) -> Result<()> {
         .delete_training_stats(name)
         .with_context(|| format!("cannot delete the training stats of run `{name}`"))?;
     // The stats store has no call to delete validation scores: remove the directory it names.
-    let vdir = stores.stats.validation_scores_dir(name)?;
+    let vdir = FileStatsStore::new(root).validation_scores_dir(name)?;
     remove_dir_if_exists(&vdir)?;
     // Removed while the lock is held; the lock file goes with the directory.
     remove_dir_if_exists(&run_dir)?;

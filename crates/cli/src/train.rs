@@ -76,7 +76,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         stop,
         progress: !args.no_progress,
     };
-    let stores = Stores::local(&config);
+    let stores = Stores::open(&config)?;
     let run = config.run.name.clone();
     let mut validator = dacapo_validator::RunValidator::new(&config)?;
     let summary = dacapo_trainer::train(&config, &stores, &options, &mut validator)

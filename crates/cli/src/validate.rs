@@ -68,7 +68,7 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
         progress: !args.no_progress,
         ..RevalidateOptions::default()
     };
-    let stores = Stores::local(&config);
+    let stores = Stores::open(&config)?;
     let summary = revalidate(&config, &stores, which, &options)
         .with_context(|| format!("validating run `{}` failed", args.run))?;
     let known = summary.scores.criteria();

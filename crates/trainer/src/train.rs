@@ -115,6 +115,27 @@ pub struct Stores {
 }
 
 impl Stores {
+    /// The stores `config.stores` names: `stats = "postgres://..."` and `weights =
+    /// "s3://..."` (or `file://`, `memory://`) when set, the local stores under `root`
+    /// otherwise. The frozen config and the run lock always live under `root`.
+    pub fn open(config: &RunConfig) -> Result<Self, TrainerError> {
+        let mut stores = Self::local(config);
+        if let Some(url) = &config.stores.weights {
+            stores.weights = Arc::new(dacapo_store_object::ObjectWeightsStore::from_url(url)?);
+        }
+        if let Some(url) = &config.stores.stats {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(dacapo_store::StoreError::Invalid(format!(
+                    "stores.stats = {url:?} is not a postgres:// URL; remove it to keep the \
+                     stats in files under stores.root"
+                ))
+                .into());
+            }
+            stores.stats = Arc::new(dacapo_store_postgres::PostgresStatsStore::connect(url)?);
+        }
+        Ok(stores)
+    }
+
     /// The local stores under `config.stores.root`.
     pub fn local(config: &RunConfig) -> Self {
         let root = config.stores.root.clone();
