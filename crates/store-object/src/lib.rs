@@ -161,7 +161,13 @@ impl ObjectWeightsStore {
                 "object store prefix {prefix:?} is not a valid key: {e}"
             ))
         })?;
-        let base = base.into().trim_end_matches('/').to_owned();
+        let base = base.into();
+        // `memory://` keeps its slashes: keys are appended to it directly.
+        let base = if base.ends_with("://") {
+            base
+        } else {
+            base.trim_end_matches('/').to_owned()
+        };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("dacapo-object-store")
@@ -207,6 +213,8 @@ impl ObjectWeightsStore {
     fn location(&self, key: &Key) -> PathBuf {
         if key.as_ref().is_empty() {
             PathBuf::from(&self.base)
+        } else if self.base.ends_with('/') {
+            PathBuf::from(format!("{}{key}", self.base))
         } else {
             PathBuf::from(format!("{}/{key}", self.base))
         }
@@ -245,11 +253,12 @@ impl ObjectWeightsStore {
         }
     }
 
-    /// The objects directly under `dir` (empty if there are none).
+    /// The objects directly under `dir` (empty if there are none). A `NotFound` from a
+    /// listing is an error: S3 answers it only for a missing bucket, which must not pass
+    /// for a run without checkpoints.
     async fn list_dir(&self, dir: &Key, op: impl FnOnce() -> String) -> Result<Vec<ObjectMeta>> {
         match self.store.list_with_delimiter(Some(dir)).await {
             Ok(l) => Ok(l.objects),
-            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
             Err(e) => Err(self.remote(op())(e)),
         }
     }
@@ -262,7 +271,6 @@ impl ObjectWeightsStore {
                 .iter()
                 .filter_map(|p| p.filename().map(str::to_owned))
                 .collect()),
-            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
             Err(e) => Err(self.remote(op())(e)),
         }
     }
