@@ -13,7 +13,9 @@
 //! object store makes each object visible atomically and only when complete, so the manifest
 //! PUT is the commit point: a checkpoint exists only if its manifest exists and verifies.
 //! A writer killed at any moment leaves the previous checkpoint the latest; the files it
-//! uploaded without a manifest are ignored (and overwritten by a retry of that iteration).
+//! uploaded without a manifest are ignored, overwritten by a retry of that iteration, or
+//! deleted by `apply_retention` once a newer checkpoint exists. (Parts of a killed multipart
+//! upload stay on an S3 server until a bucket lifecycle rule aborts incomplete uploads.)
 //! Removal deletes the manifest first, so a half-deleted checkpoint is never visible.
 //!
 //! `latest_iteration` lists the iteration "directories" and returns the newest that verifies
@@ -865,9 +867,36 @@ impl WeightsStore for ObjectWeightsStore {
             let best = self.best_iterations(run).await?;
             let newest: HashSet<u64> = all.iter().rev().take(keep_last.max(1)).copied().collect();
             let removed: Vec<u64> = all
-                .into_iter()
+                .iter()
+                .copied()
                 .filter(|n| !newest.contains(n) && !best.contains(n))
                 .collect();
+            // Files of interrupted uploads older than the newest checkpoint: a retry would
+            // have replaced them, so nothing will; they are no checkpoint (no manifest).
+            let newest_committed = all.last().copied();
+            let leftovers: Vec<u64> = self
+                .candidates(run)
+                .await?
+                .into_iter()
+                .filter(|n| newest_committed.is_some_and(|c| *n < c) && !all.contains(n))
+                .collect();
+            for &n in &leftovers {
+                let dir = self.checkpoint_key(run, n)?;
+                let listed = self
+                    .list_dir(&dir, || format!("list checkpoint {n} of run `{run}`"))
+                    .await?;
+                if listed
+                    .iter()
+                    .any(|m| m.location.filename() == Some(MANIFEST_FILE))
+                {
+                    // A manifest that fails verification: damage to report, not to delete.
+                    continue;
+                }
+                tracing::info!(
+                    "removing the files of an interrupted upload of checkpoint {n} of run `{run}`"
+                );
+                self.delete_checkpoint(run, n, &dir, listed).await?;
+            }
             for &n in &removed {
                 match self.remove_async(run, n).await {
                     Ok(()) | Err(StoreError::NotFound { .. }) => {}

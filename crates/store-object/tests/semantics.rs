@@ -131,6 +131,22 @@ fn files_without_a_manifest_are_invisible_and_a_retry_replaces_them() {
     s.store_weights("r", 20, &weights(20)).unwrap();
     assert_eq!(s.latest_iteration("r").unwrap(), Some(20));
     assert_eq!(s.retrieve_weights("r", 20).unwrap(), weights(20));
+    // Retention removes leftovers older than the newest checkpoint, and only those.
+    put(
+        &mem,
+        "p/r/checkpoints/iterations/15/model.safetensors",
+        vec![1],
+    );
+    put(
+        &mem,
+        "p/r/checkpoints/iterations/25/model.safetensors",
+        vec![1],
+    );
+    assert_eq!(s.apply_retention("r", 2).unwrap(), Vec::<u64>::new());
+    let left = keys(&mem);
+    assert!(!left.iter().any(|k| k.contains("/15/")), "{left:?}");
+    assert!(left.iter().any(|k| k.contains("/25/")), "{left:?}");
+    assert_eq!(s.iterations("r").unwrap(), vec![10, 20]);
 }
 
 #[test]
