@@ -5,37 +5,10 @@
 use std::path::Path;
 use std::process::Command;
 
+mod tiny;
+
 fn config(root: &Path, data: &Path) -> String {
-    format!(
-        r#"[run]
-name = "errors"
-train_until = 4
-validation_interval = 2
-
-[task]
-kind = "distance"
-
-[architecture]
-kind = "unet"
-dims = 2
-fmaps = 4
-downsample_factors = [[2, 2]]
-input_shape = [44, 44]
-
-[datasplit]
-train = [{{ zarr = "{data}", raw = "raw", gt = "labels" }}]
-
-[datasplit.synthetic]
-zarr = "{data}"
-shape = [64, 64]
-objects = 6
-
-[stores]
-root = "{root}"
-"#,
-        data = data.display(),
-        root = root.display(),
-    )
+    tiny::config("errors", root, data, (4, 2), false, "")
 }
 
 /// Runs `dacapo train` on `text` (and `extra` arguments); returns its stderr, asserting failure.
@@ -98,7 +71,7 @@ fn an_unknown_or_missing_backend_names_the_choices_or_the_feature() {
     let (dir, text) = setup();
     let err = train_fails(
         dir.path(),
-        &text.replace("[task]", "[task]").replace(
+        &text.replace(
             "validation_interval = 2\n",
             "validation_interval = 2\nbackend = \"metal\"\n",
         ),

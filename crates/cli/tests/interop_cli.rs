@@ -10,27 +10,7 @@ use std::process::{Command, Output};
 use dacapo_core::TensorMap;
 use dacapo_store::{LocalWeightsStore, WeightsStore, read_safetensors_file};
 
-/// The network of the fixtures: 2D, fmaps 4, one 2x2 downsampling, a one-channel head.
-const CONFIG: &str = r#"[run]
-name = "imported"
-train_until = 10
-validation_interval = 5
-
-[task]
-kind = "distance"
-
-[architecture]
-kind = "unet"
-dims = 2
-fmaps = 4
-fmap_inc_factor = 2
-downsample_factors = [[2, 2]]
-input_shape = [44, 44]
-
-[datasplit]
-train = [{ zarr = "data/none.zarr", raw = "raw", gt = "labels" }]
-validate = [{ name = "val", zarr = "data/none.zarr", raw = "raw_val", gt = "labels_val" }]
-"#;
+mod tiny;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -56,12 +36,17 @@ fn ok(out: &Output) -> String {
     stdout
 }
 
+/// A run of the fixtures' network: 2D, fmaps 4, one 2x2 downsampling, a one-channel head.
+fn network_config(root: &Path) -> String {
+    tiny::config("imported", root, &root.join("data.zarr"), (10, 5), true, "")
+}
+
 /// A temp dir holding the fixture network's config.
 fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("imported.toml");
-    std::fs::write(&config, CONFIG).unwrap();
     let root = dir.path().join("runs");
+    std::fs::write(&config, network_config(&root)).unwrap();
     (dir, config, root)
 }
 
@@ -138,7 +123,11 @@ fn a_network_that_does_not_fit_is_refused_with_the_reason() {
     );
 
     let wrong = config.with_file_name("wrong.toml");
-    std::fs::write(&wrong, CONFIG.replace("fmaps = 4", "fmaps = 6")).unwrap();
+    std::fs::write(
+        &wrong,
+        network_config(&root).replace("fmaps = 4", "fmaps = 6"),
+    )
+    .unwrap();
     let out = import("dacapo_checkpoint.pt", &wrong, &root, 100);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -16,48 +16,11 @@ use dacapo_store_postgres::PostgresStatsStore;
 const TRAIN_UNTIL: u64 = 30;
 const INTERVAL: u64 = 10;
 
+mod tiny;
+
 /// The run config; `stores` is extra `[stores]` lines.
 fn config(name: &str, root: &Path, data: &Path, stores: &str) -> String {
-    format!(
-        r#"
-[run]
-name = "{name}"
-train_until = {TRAIN_UNTIL}
-validation_interval = {INTERVAL}
-seed = 9
-threads = 2
-
-[task]
-kind = "distance"
-thresholds = [0.0, 0.25]
-
-[architecture]
-kind = "unet"
-dims = 2
-fmaps = 4
-downsample_factors = [[2, 2]]
-input_shape = [44, 44]
-
-[trainer]
-learning_rate = 1e-3
-
-[datasplit]
-train = [{{ zarr = "{data}", raw = "raw", gt = "labels" }}]
-validate = [{{ name = "val", zarr = "{data}", raw = "raw_val", gt = "labels_val" }}]
-
-[datasplit.synthetic]
-zarr = "{data}"
-shape = [64, 64]
-seed = 4
-objects = 8
-
-[stores]
-root = "{root}"
-{stores}
-"#,
-        data = data.display(),
-        root = root.display(),
-    )
+    tiny::config(name, root, data, (TRAIN_UNTIL, INTERVAL), true, stores)
 }
 
 fn train(cfg: &Path) -> Command {
