@@ -285,6 +285,17 @@ fn job_id(out: &str, run: &str) -> String {
         .to_owned()
 }
 
+/// Cancels the SLURM jobs of a test that fails, so they do not run on in a removed directory.
+struct CancelOnDrop(Vec<String>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.0.is_empty() {
+            let _ = Command::new("scancel").args(&self.0).status();
+        }
+    }
+}
+
 /// `runs ls --json`, by run name.
 fn ls(dir: &Path) -> Vec<Value> {
     let out = ok(&dacapo(dir, &["runs", "ls", "--json", "--root", "runs"]));
@@ -306,6 +317,7 @@ fn slurm_runs_two_submitted_runs_to_completion() {
     config(dir.path(), "sb", 30, 10);
     let out = ok(&dacapo(dir.path(), &["submit", "sa.toml", "sb.toml"]));
     let ids = [job_id(&out, "sa"), job_id(&out, "sb")];
+    let _cancel = CancelOnDrop(ids.to_vec());
     assert_ne!(ids[0], ids[1]);
 
     let mut seen_job_state = false;
@@ -359,6 +371,7 @@ fn slurm_requeued_job_resumes_and_finishes() {
     config(dir.path(), "rq", until, 20);
     let out = ok(&dacapo(dir.path(), &["submit", "rq.toml"]));
     let id = job_id(&out, "rq");
+    let _cancel = CancelOnDrop(vec![id.clone()]);
     // A second submit while the job is queued or running is skipped.
     let again = ok(&dacapo(dir.path(), &["submit", "rq.toml"]));
     assert!(
@@ -379,7 +392,7 @@ fn slurm_requeued_job_resumes_and_finishes() {
         .args(["requeue", &id])
         .status()
         .unwrap();
-    assert!(status.success());
+    assert!(status.success(), "scontrol requeue {id} failed");
 
     wait_for(
         Duration::from_secs(180),

@@ -49,34 +49,40 @@ pub fn up(dir: &Path) -> Result<Vec<(String, String)>> {
         ("DACAPO_TEST_SLURM".to_owned(), "1".to_owned()),
         ("SLURM_CONF".to_owned(), p.conf().display().to_string()),
     ];
-    if p.conf().exists() && node_idle(&p) {
-        eprintln!("xtask: slurm already up ({})", p.conf().display());
-        return Ok(vars);
+    let ctld_up = pid_alive(&p.f("slurmctld.pid"));
+    let d_up = pid_alive(&p.f("slurmd.pid"));
+    if p.conf().exists() && ctld_up && d_up {
+        // Running daemons are never restarted: that would kill the jobs of whoever uses them.
+        eprintln!("xtask: slurm already running ({})", p.conf().display());
+    } else {
+        install()?;
+        for sub in ["state", "spool", "log"] {
+            std::fs::create_dir_all(p.f(sub))
+                .with_context(|| format!("cannot create {}", p.f(sub).display()))?;
+        }
+        start_munge(&p)?;
+        if !p.conf().exists() {
+            write_conf(&p)?;
+        }
+        let conf = p.conf();
+        if !ctld_up {
+            run(Command::new("slurmctld").arg("-f").arg(&conf), "slurmctld")?;
+        }
+        if !d_up {
+            run(
+                Command::new("slurmd")
+                    .arg("-f")
+                    .arg(&conf)
+                    .args(["-N", "localhost"]),
+                "slurmd",
+            )?;
+        }
     }
-    install()?;
-    for sub in ["state", "spool", "log"] {
-        std::fs::create_dir_all(p.f(sub))
-            .with_context(|| format!("cannot create {}", p.f(sub).display()))?;
-    }
-    start_munge(&p)?;
-    write_conf(&p)?;
-    // Daemons of an earlier `up` with another config would hold the ports.
-    stop_daemon(&p.f("slurmd.pid"));
-    stop_daemon(&p.f("slurmctld.pid"));
-    let conf = p.conf();
-    run(Command::new("slurmctld").arg("-f").arg(&conf), "slurmctld")?;
-    run(
-        Command::new("slurmd")
-            .arg("-f")
-            .arg(&conf)
-            .args(["-N", "localhost"]),
-        "slurmd",
-    )?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !node_idle(&p) {
         if Instant::now() > deadline {
             bail!(
-                "the SLURM node did not become idle within 60 s; see {} and {}",
+                "the SLURM node did not become ready within 60 s; see {} and {}",
                 p.f("log/slurmctld.log").display(),
                 p.f("log/slurmd.log").display()
             );
@@ -235,7 +241,8 @@ fn node_resources() -> Result<(String, String)> {
 fn write_conf(p: &Paths) -> Result<()> {
     let (cpus, mem) = node_resources()?;
     let f = |n: &str| p.f(n).display().to_string();
-    // cred_expire also delays the restart of a requeued job (default 120 s).
+    // cred_expire also delays the restart of a requeued job (default 120 s), and the backfill
+    // scheduler starts it (default every 30 s): both shortened for tests.
     let conf = format!(
         "# Written by `cargo xtask services up slurm`: a single-node test cluster.\n\
          ClusterName=dacapo\n\
@@ -260,6 +267,7 @@ fn write_conf(p: &Paths) -> Result<()> {
          SelectType=select/cons_tres\n\
          SelectTypeParameters=CR_Core\n\
          SchedulerType=sched/backfill\n\
+         SchedulerParameters=bf_interval=1\n\
          MpiDefault=none\n\
          ReturnToService=2\n\
          NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem} State=UNKNOWN\n\
@@ -275,7 +283,7 @@ fn write_conf(p: &Paths) -> Result<()> {
     std::fs::write(p.conf(), conf).with_context(|| format!("cannot write {}", p.conf().display()))
 }
 
-/// Whether `sinfo` answers and shows the node idle (or running jobs).
+/// Whether `sinfo` answers and shows the node ready: idle, or running jobs.
 fn node_idle(p: &Paths) -> bool {
     Command::new("sinfo")
         .args(["--noheader", "--format=%T"])
@@ -286,7 +294,7 @@ fn node_idle(p: &Paths) -> bool {
         .is_ok_and(|o| {
             let out = String::from_utf8_lossy(&o.stdout);
             o.status.success()
-                && ["idle", "mixed", "allocated"]
+                && ["idle", "mixed", "allocated", "completing"]
                     .iter()
                     .any(|s| out.lines().any(|l| l.trim() == *s))
         })
