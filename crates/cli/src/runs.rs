@@ -513,7 +513,8 @@ fn slurm_jobs(names: &[String]) -> Option<Vec<SlurmJob>> {
     if names.is_empty() {
         return None;
     }
-    match submit::squeue_jobs() {
+    // `ls` stays quick when a configured controller is down.
+    match submit::squeue_jobs(std::time::Duration::from_secs(3)) {
         Ok(jobs) => jobs,
         Err(e) => {
             eprintln!("warning: no SLURM job states: {e:#}");

@@ -6,9 +6,10 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use dacapo_core::RunConfig;
@@ -170,25 +171,78 @@ pub(crate) fn job_of<'a>(jobs: &'a [SlurmJob], run: &str, run_dir: &Path) -> Opt
 }
 
 /// The current user's `dacapo-*` SLURM jobs; `Ok(None)` when `squeue` is not installed.
-pub(crate) fn squeue_jobs() -> Result<Option<Vec<SlurmJob>>> {
-    let out = match Command::new("squeue")
+///
+/// A controller that does not answer makes squeue retry for many seconds: after `timeout`
+/// it is killed and this fails.
+pub(crate) fn squeue_jobs(timeout: Duration) -> Result<Option<Vec<SlurmJob>>> {
+    let mut child = match Command::new("squeue")
         .args(["--noheader", "--me", &format!("--format={SQUEUE_FORMAT}")])
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
     {
-        Ok(o) => o,
+        Ok(c) => c,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).context("cannot run squeue"),
     };
-    if !out.status.success() {
+    // Read on threads so a long job list cannot fill the pipe and stall squeue.
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = read(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = read(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().context("cannot wait for squeue")? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "squeue did not answer within {} s; is the SLURM controller up (`sinfo`)? \
+                 SLURM_CONF={}",
+                timeout.as_secs(),
+                slurm_conf()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    // Client tools installed without any cluster configured: no SLURM here.
+    if !status.success() && stderr.contains("Could not establish a configuration source") {
+        return Ok(None);
+    }
+    if !status.success() {
         bail!(
-            "squeue failed ({}): {}; is the SLURM controller up (`sinfo`)? SLURM_CONF={}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
-            std::env::var("SLURM_CONF").unwrap_or_else(|_| "(default)".to_owned())
+            "squeue failed ({status}): {}; is the SLURM controller up (`sinfo`)? SLURM_CONF={}",
+            stderr.trim(),
+            slurm_conf()
         );
     }
-    Ok(Some(parse_squeue(&String::from_utf8_lossy(&out.stdout))))
+    Ok(Some(parse_squeue(&stdout)))
+}
+
+fn slurm_conf() -> String {
+    std::env::var("SLURM_CONF").unwrap_or_else(|_| "(default)".to_owned())
 }
 
 /// `path` made absolute against the working directory, without resolving links.
@@ -314,7 +368,7 @@ pub fn run(args: &SubmitArgs) -> Result<()> {
     let workdir = std::env::current_dir().context("cannot read the working directory")?;
     // One squeue call for all runs. Local runs need not see SLURM, so a broken one is ignored.
     let submits = args.executor == Executor::Slurm && !args.dry_run;
-    let slurm = match squeue_jobs() {
+    let slurm = match squeue_jobs(Duration::from_secs(30)) {
         Ok(jobs) => jobs,
         Err(e) if submits => return Err(e),
         Err(_) => None,
@@ -335,11 +389,25 @@ pub fn run(args: &SubmitArgs) -> Result<()> {
     Ok(())
 }
 
+/// Why there is no SLURM to submit to, and what to do instead.
 fn sbatch_missing() -> String {
-    "sbatch not found on PATH (SLURM's client tools are not installed here): train on this \
-     machine with `--executor local`, or start a single-node SLURM with `cargo xtask services \
-     up slurm`"
-        .to_owned()
+    let installed = Command::new("sbatch")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    let why = if installed {
+        "SLURM's client tools are installed but no cluster is configured (no slurm.conf; set \
+         SLURM_CONF to the cluster's config)"
+    } else {
+        "sbatch not found on PATH (SLURM's client tools are not installed here)"
+    };
+    format!(
+        "{why}: train on this machine with `--executor local`, or start a single-node SLURM \
+         with `cargo xtask services up slurm` and use the SLURM_CONF it prints with `cargo \
+         xtask services env`"
+    )
 }
 
 fn submit_slurm(job: &Job, args: &SubmitArgs, exe: &Path, workdir: &Path) -> Result<()> {

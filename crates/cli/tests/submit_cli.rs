@@ -262,6 +262,63 @@ fn local_executor_trains_detached_and_a_finished_run_is_skipped() {
     assert_eq!(out, "loc: skipped, finished (checkpoint 20 of 20)\n");
 }
 
+#[test]
+fn runs_ls_and_submit_read_job_states_from_squeue() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), "fake", 20, 10);
+    let run_dir = std::fs::canonicalize(dir.path())
+        .unwrap()
+        .join("runs")
+        .join("fake");
+    std::fs::create_dir_all(run_dir.join("submit")).unwrap();
+    // A stand-in squeue: a queued job of this run, a running one of another root's `fake`,
+    // and a job that is not dacapo's.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let squeue = bin.join("squeue");
+    std::fs::write(
+        &squeue,
+        format!(
+            "#!/bin/sh\necho 'dacapo-fake|RUNNING|76|/elsewhere/runs/fake'\n\
+             echo 'dacapo-fake|PENDING|77|{}'\necho 'other|RUNNING|78|(null)'\n",
+            run_dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&squeue, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dacapo"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    let table = ok(&run(&["runs", "ls", "--root", "runs"]));
+    let row = table.lines().nth(1).unwrap();
+    assert!(row.starts_with("fake "), "{table}");
+    assert!(row.ends_with("  queued (slurm 77)"), "{table}");
+    let json: Value =
+        serde_json::from_str(&ok(&run(&["runs", "ls", "--json", "--root", "runs"]))).unwrap();
+    assert_eq!(json[0]["status"], "queued");
+    assert_eq!(
+        json[0]["slurm"],
+        serde_json::json!({"job_id": "77", "state": "PENDING"})
+    );
+    assert_eq!(
+        ok(&run(&["submit", "fake.toml", "--executor", "local"])),
+        "fake: skipped, already queued (slurm 77)\n"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Against a real SLURM.
 
