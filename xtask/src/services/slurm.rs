@@ -241,8 +241,8 @@ fn node_resources() -> Result<(String, String)> {
 fn write_conf(p: &Paths) -> Result<()> {
     let (cpus, mem) = node_resources()?;
     let f = |n: &str| p.f(n).display().to_string();
-    // cred_expire also delays the restart of a requeued job (default 120 s), and the backfill
-    // scheduler starts it (default every 30 s): both shortened for tests.
+    // A requeued job waits cred_expire (default 120 s), then for the main scheduler's next
+    // pass (default every 60 s): both shortened so the requeue test takes seconds.
     let conf = format!(
         "# Written by `cargo xtask services up slurm`: a single-node test cluster.\n\
          ClusterName=dacapo\n\
@@ -267,7 +267,7 @@ fn write_conf(p: &Paths) -> Result<()> {
          SelectType=select/cons_tres\n\
          SelectTypeParameters=CR_Core\n\
          SchedulerType=sched/backfill\n\
-         SchedulerParameters=bf_interval=1\n\
+         SchedulerParameters=bf_interval=1,sched_interval=2\n\
          MpiDefault=none\n\
          ReturnToService=2\n\
          NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem} State=UNKNOWN\n\
