@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use dacapo_core::RunConfig;
-use dacapo_store::{LocalWeightsStore, RunLock, WeightsStore};
+use dacapo_store::{RunLock, WeightsStore};
 
 /// Where a run's job is started.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +96,8 @@ struct Job {
     root: PathBuf,
     /// `<root>/<run>/submit`, absolute.
     submit_dir: PathBuf,
+    /// The run's weights store (local, or the object store its config names).
+    weights: std::sync::Arc<dyn WeightsStore>,
 }
 
 /// A job of the current user as `squeue` lists it.
@@ -268,12 +270,15 @@ fn load_jobs(configs: &[PathBuf]) -> Result<Vec<Job>> {
         }
         let root = config.stores.root.clone();
         let submit_dir = absolute(&root)?.join(&run).join("submit");
+        let weights = dacapo_trainer::Stores::open_weights(&config)
+            .with_context(|| format!("cannot open the weights store of run `{run}`"))?;
         jobs.push(Job {
             config: abs,
             run,
             train_until: config.run.train_until,
             root,
             submit_dir,
+            weights,
         });
     }
     Ok(jobs)
@@ -281,7 +286,8 @@ fn load_jobs(configs: &[PathBuf]) -> Result<Vec<Job>> {
 
 /// Why a run is not submitted again, if it should not be.
 fn skip_reason(job: &Job, slurm: Option<&[SlurmJob]>) -> Result<Option<String>> {
-    let latest = LocalWeightsStore::new(&job.root)
+    let latest = job
+        .weights
         .latest_iteration(&job.run)
         .with_context(|| format!("cannot read the checkpoints of run `{}`", job.run))?;
     if let Some(l) = latest.filter(|&l| l >= job.train_until) {

@@ -92,7 +92,6 @@ pub fn read_safetensors_file(path: &Path) -> Result<(TensorMap, BTreeMap<String,
     Ok((map, header))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

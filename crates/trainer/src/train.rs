@@ -120,9 +120,7 @@ impl Stores {
     /// otherwise. The frozen config and the run lock always live under `root`.
     pub fn open(config: &RunConfig) -> Result<Self, TrainerError> {
         let mut stores = Self::local(config);
-        if let Some(url) = &config.stores.weights {
-            stores.weights = Arc::new(dacapo_store_object::ObjectWeightsStore::from_url(url)?);
-        }
+        stores.weights = Self::open_weights(config)?;
         if let Some(url) = &config.stores.stats {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err(dacapo_store::StoreError::Invalid(format!(
@@ -134,6 +132,14 @@ impl Stores {
             stores.stats = Arc::new(dacapo_store_postgres::PostgresStatsStore::connect(url)?);
         }
         Ok(stores)
+    }
+
+    /// The weights store `config.stores.weights` names, or the local one under `root`.
+    pub fn open_weights(config: &RunConfig) -> Result<Arc<dyn WeightsStore>, TrainerError> {
+        Ok(match &config.stores.weights {
+            Some(url) => Arc::new(dacapo_store_object::ObjectWeightsStore::from_url(url)?),
+            None => Arc::new(LocalWeightsStore::new(config.stores.root.clone())),
+        })
     }
 
     /// The local stores under `config.stores.root`.
