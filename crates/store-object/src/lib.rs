@@ -39,12 +39,11 @@ use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use dacapo_core::validate_name;
 use dacapo_store::local::{
-    FORMAT_VERSION, FileEntry, MANIFEST_FILE, MODEL_FILE, Manifest, OPTIMIZER_FILE, STATE_FILE,
-    best_from_json, canonical_u64, check_dataset_criterion, small_entry, state_json,
+    FileEntry, MANIFEST_FILE, MODEL_FILE, Manifest, OPTIMIZER_FILE, STATE_FILE, best_from_json,
+    canonical_u64, check_dataset_criterion, small_entry, state_json,
 };
 use dacapo_store::st::{self, Layout};
 use dacapo_store::{BestRecord, Result, StoreError, TrainState, Verify, Weights, WeightsStore};
@@ -607,20 +606,7 @@ impl ObjectWeightsStore {
             );
         }
         files.insert(STATE_FILE.to_owned(), small_entry(&state_bytes));
-        let manifest = Manifest {
-            format_version: FORMAT_VERSION,
-            iteration,
-            created_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            store_version: env!("CARGO_PKG_VERSION").to_owned(),
-            backend: weights.state.backend.clone(),
-            config_hash: weights.state.config_hash.clone(),
-            files,
-        };
-        let mut bytes = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| StoreError::Invalid(format!("manifest cannot be written: {e}")))?;
-        bytes.push(b'\n');
+        let bytes = Manifest::new(iteration, &weights.state, files).to_json()?;
         // The commit point: the checkpoint becomes visible when this PUT completes.
         self.rt
             .block_on(

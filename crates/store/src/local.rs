@@ -102,6 +102,29 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The manifest of checkpoint `iteration` with train state `state` and `files`, made now.
+    pub fn new(iteration: u64, state: &TrainState, files: BTreeMap<String, FileEntry>) -> Self {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            iteration,
+            created_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            store_version: env!("CARGO_PKG_VERSION").to_owned(),
+            backend: state.backend.clone(),
+            config_hash: state.config_hash.clone(),
+            files,
+        }
+    }
+
+    /// The bytes of `MANIFEST.json`.
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        let mut bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| StoreError::Invalid(format!("manifest cannot be written: {e}")))?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+
     /// Parses `MANIFEST.json` read from `path` (named in errors) and checks that it is of
     /// this format version, for `iteration`, and lists every file of a checkpoint.
     pub fn from_json(bytes: &[u8], iteration: u64, path: &Path) -> Result<Self> {
@@ -908,20 +931,7 @@ impl LocalWeightsStore {
             });
             written?;
             intent_done?;
-            let manifest = Manifest {
-                format_version: FORMAT_VERSION,
-                iteration,
-                created_unix_ms: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
-                store_version: env!("CARGO_PKG_VERSION").to_owned(),
-                backend: weights.state.backend.clone(),
-                config_hash: weights.state.config_hash.clone(),
-                files,
-            };
-            let mut manifest_bytes = serde_json::to_vec_pretty(&manifest)
-                .map_err(|e| StoreError::Invalid(format!("manifest cannot be written: {e}")))?;
-            manifest_bytes.push(b'\n');
+            let manifest_bytes = Manifest::new(iteration, &weights.state, files).to_json()?;
             let manifest_path = tmp.join(MANIFEST_FILE);
             syncs.extend(create_file(&manifest_path, fsync, |w| {
                 w.write_all(&manifest_bytes)
