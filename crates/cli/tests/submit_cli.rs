@@ -451,9 +451,25 @@ fn slurm_requeued_job_resumes_and_finishes() {
         .unwrap();
     assert!(status.success(), "scontrol requeue {id} failed");
 
+    let log_path = root
+        .join("rq")
+        .join("submit")
+        .join(format!("slurm-{id}.out"));
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    // Done when the second attempt has ended, not merely when the checkpoints reach the end:
+    // the first attempt may finish before the requeue takes effect.
     wait_for(
         Duration::from_secs(180),
         "the requeued job to finish",
+        || {
+            read_log()
+                .split_once("(restart 1)")
+                .is_some_and(|(_, second)| second.contains(&format!("run `rq` trained to {until}")))
+        },
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "the job to leave the queue",
         || {
             let runs = ls(dir.path());
             runs.len() == 1 && runs[0]["status"] == "finished" && runs[0]["slurm"].is_null()
@@ -461,12 +477,7 @@ fn slurm_requeued_job_resumes_and_finishes() {
     );
     assert_eq!(latest(&root, "rq"), Some(until));
     assert_eq!(trained_until(&root, "rq"), until);
-    let log = std::fs::read_to_string(
-        root.join("rq")
-            .join("submit")
-            .join(format!("slurm-{id}.out")),
-    )
-    .unwrap();
+    let log = read_log();
     // Both attempts append to one log; the second resumed from a checkpoint.
     assert!(log.contains("(restart 0)"), "{log}");
     assert!(log.contains("(restart 1)"), "{log}");
