@@ -43,7 +43,8 @@ use std::sync::Arc;
 use dacapo_core::validate_name;
 use dacapo_store::local::{
     FileEntry, MANIFEST_FILE, MODEL_FILE, Manifest, OPTIMIZER_FILE, STATE_FILE, best_from_json,
-    canonical_u64, check_dataset_criterion, small_entry, state_json,
+    best_target_exists, best_to_json, canonical_u64, check_dataset_criterion, small_entry,
+    state_json,
 };
 use dacapo_store::st::{self, Layout};
 use dacapo_store::{BestRecord, Result, StoreError, TrainState, Verify, Weights, WeightsStore};
@@ -780,23 +781,12 @@ impl WeightsStore for ObjectWeightsStore {
     fn store_best(&self, run: &str, record: &BestRecord) -> Result<()> {
         let run_key = self.run_key(run)?;
         check_dataset_criterion(&record.dataset, &record.criterion)?;
-        match self.block_on(self.check(run, record.iteration, Verify::Quick)) {
-            Ok(_) => {}
-            Err(StoreError::NotFound { path, .. }) => {
-                return Err(StoreError::NotFound {
-                    what: format!(
-                        "checkpoint {} of run `{run}` (a best record must point to a committed \
-                         checkpoint: store its weights first)",
-                        record.iteration
-                    ),
-                    path,
-                });
-            }
-            Err(e) => return Err(e),
-        }
-        let mut bytes = serde_json::to_vec_pretty(record)
-            .map_err(|e| StoreError::Invalid(format!("best record cannot be written: {e}")))?;
-        bytes.push(b'\n');
+        best_target_exists(
+            run,
+            record,
+            self.block_on(self.check(run, record.iteration, Verify::Quick)),
+        )?;
+        let bytes = best_to_json(record)?;
         let key = run_key
             .child(record.dataset.as_str())
             .child(format!("{}.json", record.criterion));

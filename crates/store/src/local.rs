@@ -565,6 +565,31 @@ fn read_best(path: &Path) -> Result<BestRecord> {
     best_from_json(&bytes, path)
 }
 
+/// Passes when `verified`, the quick verification of the checkpoint `record` points to,
+/// found it; a missing checkpoint becomes an error saying to store its weights first.
+pub fn best_target_exists<T>(run: &str, record: &BestRecord, verified: Result<T>) -> Result<()> {
+    match verified {
+        Ok(_) => Ok(()),
+        Err(StoreError::NotFound { path, .. }) => Err(StoreError::NotFound {
+            what: format!(
+                "checkpoint {} of run `{run}` (a best record must point to a committed \
+                 checkpoint: store its weights first)",
+                record.iteration
+            ),
+            path,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// The bytes of a best record file.
+pub fn best_to_json(record: &BestRecord) -> Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(record)
+        .map_err(|e| StoreError::Invalid(format!("best record cannot be written: {e}")))?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
 /// Parses a best record file read from `path` (named in errors).
 pub fn best_from_json(bytes: &[u8], path: &Path) -> Result<BestRecord> {
     let text = std::str::from_utf8(bytes)
@@ -757,25 +782,14 @@ impl WeightsStore for LocalWeightsStore {
     fn store_best(&self, run: &str, record: &BestRecord) -> Result<()> {
         let run_dir = self.run_dir(run)?;
         check_dataset_criterion(&record.dataset, &record.criterion)?;
-        match self.verify(run, record.iteration, Verify::Quick) {
-            Ok(_) => {}
-            Err(StoreError::NotFound { path, .. }) => {
-                return Err(StoreError::NotFound {
-                    what: format!(
-                        "checkpoint {} of run `{run}` (a best record must point to a committed \
-                         checkpoint: store its weights first)",
-                        record.iteration
-                    ),
-                    path,
-                });
-            }
-            Err(e) => return Err(e),
-        }
+        best_target_exists(
+            run,
+            record,
+            self.verify(run, record.iteration, Verify::Quick),
+        )?;
         let dir = run_dir.join(&record.dataset);
         create_dir_durable(&dir, self.fsync)?;
-        let mut bytes = serde_json::to_vec_pretty(record)
-            .map_err(|e| StoreError::Invalid(format!("best record cannot be written: {e}")))?;
-        bytes.push(b'\n');
+        let bytes = best_to_json(record)?;
         write_atomic(
             &dir.join(format!("{}.json", record.criterion)),
             &bytes,
