@@ -7,50 +7,16 @@ use std::process::{Command, Output};
 use dacapo_data::ZarrArray;
 use dacapo_store::{FileStatsStore, LocalWeightsStore, RunLock, StatsStore, WeightsStore};
 
+mod tiny;
+
 fn config(dir: &Path) -> String {
-    format!(
-        r#"
-[run]
-name = "tiny"
-train_until = 4
-validation_interval = 2
-seed = 5
-
-[task]
-kind = "distance"
-scale_factor = 5.0
-
-[architecture]
-kind = "unet"
-dims = 2
-fmaps = 4
-fmap_inc_factor = 2
-downsample_factors = [[2, 2]]
-input_shape = [44, 44]
-
-[trainer]
-batch_size = 1
-learning_rate = 1e-3
-augment = []
-
-[datasplit]
-train = [{{ zarr = "{d}/data.zarr", raw = "raw", gt = "labels" }}]
-validate = [{{ name = "val", zarr = "{d}/data.zarr", raw = "raw_val", gt = "labels_val" }}]
-
-[datasplit.synthetic]
-zarr = "{d}/data.zarr"
-shape = [64, 64]
-seed = 2
-objects = 6
-
-[stores]
-root = "{d}/runs"
-keep_last = 5
-
-[validation]
-block_shape = [44, 44]
-"#,
-        d = dir.display()
+    tiny::config(
+        "tiny",
+        &dir.join("runs"),
+        &dir.join("data.zarr"),
+        (4, 2),
+        true,
+        "keep_last = 5\n\n[validation]\nblock_shape = [44, 44]",
     )
 }
 
