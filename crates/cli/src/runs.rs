@@ -4,11 +4,11 @@
 //! the only file read directly is the frozen `run.toml`. The helpers that find runs and their
 //! best records are shared with `dacapo plot`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
@@ -91,7 +91,13 @@ pub(crate) struct Stores {
     pub weights: Arc<dyn WeightsStore>,
     /// Training stats and validation scores.
     pub stats: Arc<dyn StatsStore>,
+    /// Remote stores opened so far, by the `[stores]` section naming them, so runs sharing a
+    /// database or bucket share one connection.
+    opened: Arc<Mutex<HashMap<StoresKey, Stores>>>,
 }
+
+/// The `[stores]` fields that select a run's stores: root, stats URL, weights URL.
+type StoresKey = (PathBuf, Option<String>, Option<String>);
 
 impl Stores {
     /// The local stores under `root`.
@@ -100,6 +106,7 @@ impl Stores {
             root: root.to_path_buf(),
             weights: Arc::new(LocalWeightsStore::new(root)),
             stats: Arc::new(FileStatsStore::new(root)),
+            opened: Arc::default(),
         }
     }
 
@@ -108,14 +115,26 @@ impl Stores {
     pub fn of_run(&self, config: Option<&RunConfig>) -> Result<Self> {
         match config {
             Some(c) if c.stores.stats.is_some() || c.stores.weights.is_some() => {
+                let key = (
+                    c.stores.root.clone(),
+                    c.stores.stats.clone(),
+                    c.stores.weights.clone(),
+                );
+                let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(s) = opened.get(&key) {
+                    return Ok(s.clone());
+                }
                 let s = dacapo_trainer::Stores::open(c).with_context(|| {
                     format!("cannot open the stores of run `{}`", c.run.name.as_str())
                 })?;
-                Ok(Self {
+                let s = Self {
                     root: self.root.clone(),
                     weights: s.weights,
                     stats: s.stats,
-                })
+                    opened: Arc::clone(&self.opened),
+                };
+                opened.insert(key, s.clone());
+                Ok(s)
             }
             _ => Ok(self.clone()),
         }
