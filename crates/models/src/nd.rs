@@ -1,9 +1,6 @@
 //! [`NdTensor`]: a `(batch, channels, spatial...)` burn tensor of either 2 or 3 spatial axes,
 //! and its conversion from and to `ndarray` arrays.
 
-use burn::tensor::activation::relu;
-use burn::tensor::module::max_pool2d;
-use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use ndarray::{ArrayD, IxDyn};
 
@@ -95,10 +92,6 @@ impl NdTensor {
         }
     }
 
-    pub(crate) fn relu(self) -> Self {
-        nd_map!(self, t => relu(t))
-    }
-
     /// Centre crop of the spatial axes to `target` (offsets rounded down, as DaCapo).
     pub(crate) fn center_crop(self, target: &[usize]) -> Self {
         let shape = self.shape();
@@ -145,21 +138,7 @@ impl NdTensor {
 
     /// Max pooling with kernel = stride = `factor` (sizes divide exactly: checked upstream).
     pub(crate) fn max_pool(self, factor: &[usize]) -> Self {
-        match self {
-            NdTensor::D2(t) => {
-                let f = [factor[0], factor[1]];
-                NdTensor::D2(max_pool2d(t, MaxPoolOptions::new(f)))
-            }
-            NdTensor::D3(t) => {
-                // burn has no max_pool3d: split each axis into (size / f, f) and reduce the
-                // f axes, innermost first, which is differentiable through max_dim.
-                let [b, c, d, h, w] = t.dims();
-                let [fd, fh, fw] = [factor[0], factor[1], factor[2]];
-                let t: Tensor<8> = t.reshape([b, c, d / fd, fd, h / fh, fh, w / fw, fw]);
-                let t = t.max_dim(7).max_dim(5).max_dim(3);
-                NdTensor::D3(t.reshape([b, c, d / fd, h / fh, w / fw]))
-            }
-        }
+        nd_map!(self, t => dacapo_kernels::max_pool(t, factor))
     }
 
     /// Nearest-neighbour upsampling by integer `factor` per spatial axis.

@@ -11,6 +11,7 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv3d, ConvTranspose2d, ConvTranspose3d};
 use burn::nn::{PaddingConfig2d, PaddingConfig3d};
 use burn::tensor::{Device, Tensor, TensorData};
+use dacapo_kernels::{conv, conv_transpose};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -558,64 +559,29 @@ pub(crate) enum Conv {
 }
 
 impl Conv {
-    /// `im2col`: compute 2D convolutions as patches × weights (faster training on flex).
-    fn forward(&self, x: NdTensor, im2col: bool) -> NdTensor {
+    /// The convolution (padding from the layer), then ReLU if `relu`, through
+    /// [`dacapo_kernels`]: its own kernels on flex, burn's convolution elsewhere.
+    fn forward(&self, x: NdTensor, relu: bool) -> NdTensor {
+        let bias = |b: &Option<Param<Tensor<1>>>| b.as_ref().map(Param::val);
         match (self, x) {
-            (Conv::D2(c), NdTensor::D2(x)) if im2col => NdTensor::D2(im2col_conv2d(c, x)),
-            (Conv::D2(c), NdTensor::D2(x)) => NdTensor::D2(c.forward(x)),
-            (Conv::D3(c), NdTensor::D3(x)) => NdTensor::D3(c.forward(x)),
+            (Conv::D2(c), NdTensor::D2(x)) => {
+                let pad = match c.padding {
+                    PaddingConfig2d::Explicit(p, ..) => p,
+                    _ => 0,
+                };
+                NdTensor::D2(conv(x, c.weight.val(), bias(&c.bias), pad, relu))
+            }
+            (Conv::D3(c), NdTensor::D3(x)) => {
+                let pad = match c.padding {
+                    PaddingConfig3d::Explicit(p, ..) => p,
+                    _ => 0,
+                };
+                NdTensor::D3(conv(x, c.weight.val(), bias(&c.bias), pad, relu))
+            }
             // UNet::forward checks the input rank against the config before any layer runs.
             _ => unreachable!("rank checked in UNet::forward"),
         }
     }
-}
-
-fn conv_pad(c: &PaddingConfig2d) -> usize {
-    match c {
-        PaddingConfig2d::Explicit(p, ..) => *p,
-        _ => 0,
-    }
-}
-
-/// 2D convolution as gathered patches times the weight matrix, so that autodiff computes the
-/// weight gradient with one matrix product instead of a convolution with a huge kernel.
-/// Numerically equal to `Conv2d::forward` up to float summation order.
-fn im2col_conv2d(c: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let p = conv_pad(&c.padding);
-    let x = if p > 0 {
-        x.pad([(p, p), (p, p)], burn::tensor::ops::PadMode::Constant(0.0))
-    } else {
-        x
-    };
-    let [b, ch, h, w] = x.dims();
-    let [o, _, k, _] = c.weight.dims();
-    let (ho, wo) = (h - k + 1, w - k + 1);
-    if k == 1 {
-        let y: Tensor<3> = c
-            .weight
-            .val()
-            .reshape([1, o, ch])
-            .matmul(x.reshape([b, ch, h * w]));
-        let y = match &c.bias {
-            Some(bias) => y + bias.val().reshape([1, o, 1]),
-            None => y,
-        };
-        return y.reshape([b, o, h, w]);
-    }
-    let mut taps = Vec::with_capacity(k * k);
-    for dy in 0..k {
-        for dx in 0..k {
-            taps.push(x.clone().slice([0..b, 0..ch, dy..dy + ho, dx..dx + wo]));
-        }
-    }
-    let patches: Tensor<5> = Tensor::stack(taps, 2);
-    let patches: Tensor<3> = patches.reshape([b, ch * k * k, ho * wo]);
-    let y = c.weight.val().reshape([1, o, ch * k * k]).matmul(patches);
-    let y = match &c.bias {
-        Some(bias) => y + bias.val().reshape([1, o, 1]),
-        None => y,
-    };
-    y.reshape([b, o, ho, wo])
 }
 
 /// A 2D or 3D transposed convolution.
@@ -643,9 +609,9 @@ pub(crate) struct ConvPass {
 }
 
 impl ConvPass {
-    fn forward(&self, mut x: NdTensor, im2col: bool) -> NdTensor {
+    fn forward(&self, mut x: NdTensor) -> NdTensor {
         for conv in &self.convs {
-            x = conv.forward(x, im2col).relu();
+            x = conv.forward(x, true);
         }
         x
     }
@@ -701,35 +667,28 @@ impl UNet {
             });
         }
         cfg.output_shape(&shape[2..])?;
-        // flex computes a convolution's weight gradient as a convolution with a kernel the
-        // size of the feature map, which is slow; patches × weights turns it into a matrix
-        // product (about 1.6x faster 2D training steps). Without gradients flex's own
-        // convolution is faster; in 3D the patches cost 27x the activations' memory for
-        // little gain; GPU backends have good convolutions.
-        let device = x.device();
-        let im2col = cfg.dims == 2 && device.is_autodiff() && device == Device::flex();
-        Ok(self.head.forward(self.level(0, x, im2col), im2col))
+        Ok(self.head.forward(self.level(0, x), false))
     }
 
-    fn level(&self, level: usize, x: NdTensor, im2col: bool) -> NdTensor {
-        let f_left = self.l_conv[level].forward(x, im2col);
+    fn level(&self, level: usize, x: NdTensor) -> NdTensor {
+        let f_left = self.l_conv[level].forward(x);
         if level + 1 == self.l_conv.len() {
             return f_left;
         }
         let factor = &self.config.downsample_factors[level];
-        let g_out = self.level(level + 1, f_left.clone().max_pool(factor), im2col);
-        let g_up = match &self.r_up[level] {
-            Up::Transposed(ConvT::D2(c)) => match g_out {
-                NdTensor::D2(g) => NdTensor::D2(c.forward(g)),
-                NdTensor::D3(_) => unreachable!("rank checked in UNet::forward"),
-            },
-            Up::Transposed(ConvT::D3(c)) => match g_out {
-                NdTensor::D3(g) => NdTensor::D3(c.forward(g)),
-                NdTensor::D2(_) => unreachable!("rank checked in UNet::forward"),
-            },
-            Up::Nearest(conv) => conv.forward(g_out.upsample_nearest(factor), im2col),
-        }
-        .relu();
+        let g_out = self.level(level + 1, f_left.clone().max_pool(factor));
+        let bias = |b: &Option<Param<Tensor<1>>>| b.as_ref().map(Param::val);
+        // DaCapo applies the activation after upsampling too.
+        let g_up = match (&self.r_up[level], g_out) {
+            (Up::Transposed(ConvT::D2(c)), NdTensor::D2(g)) => {
+                NdTensor::D2(conv_transpose(g, c.weight.val(), bias(&c.bias), true))
+            }
+            (Up::Transposed(ConvT::D3(c)), NdTensor::D3(g)) => {
+                NdTensor::D3(conv_transpose(g, c.weight.val(), bias(&c.bias), true))
+            }
+            (Up::Nearest(conv), g) => conv.forward(g.upsample_nearest(factor), true),
+            _ => unreachable!("rank checked in UNet::forward"),
+        };
         let target: Vec<usize> = g_up.shape()[2..]
             .iter()
             .enumerate()
@@ -737,7 +696,7 @@ impl UNet {
             .collect();
         let g_up = g_up.center_crop(&target);
         let f_cropped = f_left.center_crop(&target);
-        self.r_conv[level].forward(NdTensor::cat_channels(f_cropped, g_up), im2col)
+        self.r_conv[level].forward(NdTensor::cat_channels(f_cropped, g_up))
     }
 }
 
@@ -833,27 +792,6 @@ mod tests {
         });
         let x = NdTensor::D3(Tensor::zeros([1, 1, 13, 25, 28], &Device::flex()));
         assert_eq!(model.forward(x).unwrap().shape(), vec![1, 1, 1, 3, 6]);
-    }
-
-    #[test]
-    fn im2col_convolution_matches_burn() {
-        let device = Device::flex();
-        let mut init = Init {
-            rng: ChaCha8Rng::seed_from_u64(5),
-            device: &device,
-            dims: 2,
-        };
-        let x: Tensor<4> = init.param([2, 3, 9, 8], 1.0).val();
-        for (k, pad) in [(3, 0), (3, 1), (1, 0), (5, 2)] {
-            let Conv::D2(conv) = init.conv(3, 4, k, pad) else {
-                unreachable!()
-            };
-            let a = conv.forward(x.clone());
-            let b = im2col_conv2d(&conv, x.clone());
-            assert_eq!(a.dims(), b.dims());
-            let diff: f32 = (a - b).abs().max().into_scalar();
-            assert!(diff < 1e-5, "k {k} pad {pad}: {diff}");
-        }
     }
 
     #[test]
