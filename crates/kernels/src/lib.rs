@@ -17,6 +17,7 @@ use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, MaxPoolOptions};
 use burn::tensor::{DType, Device, Tensor};
 
 use cpu::conv::ConvShape;
+pub use cpu::keep_freed_memory;
 use cpu::pool::PoolShape;
 use ops::KernelOps;
 

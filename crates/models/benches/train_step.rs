@@ -64,6 +64,8 @@ fn bench(name: &str, cfg: UNetConfig, near: &[usize], timed: usize) {
 }
 
 fn main() {
+    // As `dacapo train` does: reuse freed activations instead of page-faulting them in anew.
+    dacapo_kernels::keep_freed_memory();
     // `cargo bench` passes `--bench`; a name filter selects one workload.
     let filter: Vec<String> = std::env::args()
         .skip(1)

@@ -23,11 +23,14 @@ pub fn compiled() -> Vec<Backend> {
         .collect()
 }
 
-/// Sets the number of CPU threads of the flex backend; must run before any tensor work.
+/// Sets the number of CPU threads of the flex backend and makes the allocator keep freed
+/// activations for the next step ([`dacapo_kernels::keep_freed_memory`]); must run before
+/// any tensor work.
 ///
-/// Changing the thread count can change the order of floating-point reductions, so an exact
-/// resume needs the same count as the interrupted run.
+/// On flex, results do not depend on the thread count (tested), so a run may resume with
+/// another.
 pub fn set_cpu_threads(threads: Option<usize>) {
+    dacapo_kernels::keep_freed_memory();
     if let Some(n) = threads {
         // Fails only if the global pool already exists (e.g. set by an embedding program);
         // the existing pool is then used as it is.

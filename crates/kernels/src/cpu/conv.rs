@@ -80,16 +80,16 @@ impl ConvShape {
         self.kernel == [1, 1, 1] && self.pad == [0, 0, 0]
     }
 
-    /// `(image, output pixel range)` of every tile, each a run of whole output rows.
+    /// `(image, output pixel range)` of every tile. Tiles hold a multiple of 16 pixels (but
+    /// the last of an image) so that GEMM reads the patches in place instead of repacking.
     fn tiles(&self) -> Vec<(usize, Range<usize>)> {
-        let [od, oh, ow] = self.out();
-        let rows = od * oh;
-        let per_tile = (TILE_FLOATS / (self.k_len() * ow).max(1)).clamp(1, rows.max(1));
+        let pixels = self.out_pixels();
+        let per_tile = (TILE_FLOATS / self.k_len()).max(64) / 16 * 16;
         (0..self.batch)
             .flat_map(|n| {
-                (0..rows)
+                (0..pixels)
                     .step_by(per_tile)
-                    .map(move |r| (n, r * ow..(r + per_tile).min(rows) * ow))
+                    .map(move |p| (n, p..(p + per_tile).min(pixels)))
             })
             .collect()
     }
@@ -128,14 +128,14 @@ fn with_patches<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 }
 
 /// Fills `cols` (`k_len × pixels.len()`, row-major) with the patches of output pixels
-/// `pixels` (whole rows) of one image `x` (`cin × input pixels`).
+/// `pixels` of one image `x` (`cin × input pixels`), a contiguous run of input row at a time.
 fn im2col(s: &ConvShape, x: &[f32], pixels: &Range<usize>, cols: &mut [f32]) {
     let [id, ih, iw] = s.input;
     let [kd, kh, kw] = s.kernel;
     let [pd, ph, pw] = s.pad;
     let [_, oh, ow] = s.out();
     let width = pixels.len();
-    let rows = pixels.start / ow..pixels.end / ow;
+    let rows = pixels.start / ow..pixels.end.div_ceil(ow);
     let mut k = 0;
     for ci in 0..s.cin {
         let plane = &x[ci * id * ih * iw..(ci + 1) * id * ih * iw];
@@ -146,18 +146,23 @@ fn im2col(s: &ConvShape, x: &[f32], pixels: &Range<usize>, cols: &mut [f32]) {
                     // Output x reads input x + dx - pw: valid for x in lo..hi.
                     let lo = pw.saturating_sub(dx).min(ow);
                     let hi = (iw + pw).saturating_sub(dx).clamp(lo, ow);
-                    for (i, r) in rows.clone().enumerate() {
-                        let dst = &mut dst_row[i * ow..(i + 1) * ow];
+                    for r in rows.clone() {
+                        // The part of output row r inside the tile: x in xa..xb.
+                        let xa = pixels.start.max(r * ow) - r * ow;
+                        let xb = pixels.end.min((r + 1) * ow) - r * ow;
+                        let dst =
+                            &mut dst_row[r * ow + xa - pixels.start..r * ow + xb - pixels.start];
                         let (z, y) = (r / oh, r % oh);
                         let (iz, iy) = ((z + dz).wrapping_sub(pd), (y + dy).wrapping_sub(ph));
-                        if iz >= id || iy >= ih || lo == hi {
+                        let (a, b) = (lo.clamp(xa, xb), hi.clamp(xa, xb));
+                        if iz >= id || iy >= ih || a == b {
                             dst.fill(0.0);
                             continue;
                         }
                         let src = &plane[(iz * ih + iy) * iw..(iz * ih + iy + 1) * iw];
-                        dst[..lo].fill(0.0);
-                        dst[lo..hi].copy_from_slice(&src[lo + dx - pw..hi + dx - pw]);
-                        dst[hi..].fill(0.0);
+                        dst[..a - xa].fill(0.0);
+                        dst[a - xa..b - xa].copy_from_slice(&src[a + dx - pw..b + dx - pw]);
+                        dst[b - xa..].fill(0.0);
                     }
                     k += 1;
                 }
@@ -254,6 +259,8 @@ pub fn weight_grad(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let partials: Vec<Vec<f32>> = ranges
         .par_chunks(per_chunk)
         .map(|chunk| {
+            // Accumulated as dWᵀ (k_len × cout, cout contiguous) so that GEMM reads the patches
+            // in place and packs only the small output-gradient tile.
             let mut acc = vec![0.0f32; s.cout * k_len];
             for (i, (image, pixels)) in chunk.iter().enumerate() {
                 let grad = MatRef::new(
@@ -263,18 +270,21 @@ pub fn weight_grad(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
                     [op, 1],
                 );
                 with_tile_patches(s, x, *image, pixels, |cols| {
-                    matmul(
-                        MatMut::dense(&mut acc, s.cout, k_len),
-                        grad,
-                        cols.t(),
-                        i > 0,
-                    );
+                    let dst = MatMut::new(&mut acc, [s.cout, k_len], [1, s.cout]);
+                    matmul(dst, grad, cols.t(), i > 0);
                 });
             }
             acc
         })
         .collect();
-    sum_in_order(partials)
+    let total = sum_in_order(partials);
+    let mut dw = vec![0.0f32; total.len()];
+    for (k, row) in total.chunks_exact(s.cout).enumerate() {
+        for (co, v) in row.iter().enumerate() {
+            dw[co * k_len + k] = *v;
+        }
+    }
+    dw
 }
 
 /// Element-wise sum of equally long vectors, first to last.

@@ -6,6 +6,8 @@ pub mod conv_transpose;
 pub mod pool;
 mod raw;
 
+pub use raw::keep_freed_memory;
+
 use rayon::prelude::*;
 
 /// Elements per parallel task of the element-wise passes.
