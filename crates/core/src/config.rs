@@ -303,9 +303,17 @@ pub struct TrainerConfig {
     /// Parameters of the augmentations.
     #[serde(default)]
     pub augment_params: AugmentParams,
+    /// Batches prepared ahead of the training step on worker threads (0: prepare each batch
+    /// between steps). Batches depend only on `(seed, iteration)`, so this never changes
+    /// results and is not part of the config hash.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: usize,
 }
 
 fn default_batch_size() -> usize {
+    2
+}
+fn default_prefetch() -> usize {
     2
 }
 fn default_learning_rate() -> f64 {
@@ -321,6 +329,7 @@ impl Default for TrainerConfig {
             weight_decay: 0.0,
             augment: Vec::new(),
             augment_params: AugmentParams::default(),
+            prefetch: default_prefetch(),
         }
     }
 }
@@ -776,11 +785,17 @@ impl RunConfig {
     /// trainer, training data, seed): a resumed run with another hash would not be exact.
     /// `train_until`, intervals, backend, stores and validation settings may change freely.
     pub fn trajectory_hash(&self) -> String {
+        // Settings that cannot change the trajectory stay out, so changing them (or a version
+        // that adds such a setting) does not block a resume.
+        let mut trainer = serde_json::json!(self.trainer);
+        if let Some(t) = trainer.as_object_mut() {
+            t.remove("prefetch");
+        }
         let relevant = serde_json::json!({
             "seed": self.run.seed,
             "task": self.task,
             "architecture": self.architecture,
-            "trainer": self.trainer,
+            "trainer": trainer,
             "train": self.datasplit.train,
         });
         let digest = Sha256::digest(relevant.to_string().as_bytes());

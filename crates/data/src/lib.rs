@@ -7,6 +7,7 @@
 //!   voxel grid; [`DataSplit`] opens a run's train and validation datasets.
 //! - [`BatchSampler::batch`] draws augmented training batches as a pure function of
 //!   `(seed, iteration)`.
+//! - [`Prefetch`] prepares batches on worker threads ahead of the training step.
 //! - [`ensure_synthetic`] generates a synthetic cells container for quickstarts and tests.
 //!
 //! This crate does not depend on burn: batches are `ndarray` arrays.
@@ -16,6 +17,7 @@ mod augment;
 pub mod dataset;
 pub mod error;
 pub mod normalize;
+pub mod prefetch;
 pub mod sampler;
 pub mod synthetic;
 pub mod write;
@@ -24,6 +26,7 @@ pub use array::{ArrayMeta, Dtype, ZarrArray};
 pub use dataset::{DEFAULT_CACHE_BYTES, DataSplit, Dataset, OpenOptions};
 pub use error::{DataError, Result};
 pub use normalize::Normalizer;
+pub use prefetch::Prefetch;
 pub use sampler::{Batch, BatchSampler, SampleInfo, SamplerSpec, sample_seed};
 pub use synthetic::{SyntheticVolume, ensure_synthetic, generate};
 pub use write::{ArrayWriter, WriteElement, WriteOptions, ZarrVersion, create_array, write_array};

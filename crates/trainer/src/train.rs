@@ -9,7 +9,7 @@ use dacapo_core::config::{ArchitectureConfig, Backend, RunConfig};
 use dacapo_core::{
     TrainingIterationStats, ValidationIterationScores, ValidationMeta, ValidationScores,
 };
-use dacapo_data::{BatchSampler, Dataset, OpenOptions, SamplerSpec};
+use dacapo_data::{BatchSampler, Dataset, OpenOptions, Prefetch, SamplerSpec};
 use dacapo_models::{Task, TrainStep, UNet, UNetConfig, adam_config};
 use dacapo_store::{
     FileStatsStore, LocalWeightsStore, RunLock, StatsStore, TrainState, Weights, WeightsStore,
@@ -319,16 +319,23 @@ pub fn train(
     let mut last_flush = Instant::now();
     let mut stopped = false;
     let mut i = resumed_from;
+    let mut batches = prefetch_batches(
+        sampler,
+        task.clone(),
+        resumed_from..config.run.train_until,
+        config.trainer.prefetch,
+    );
     while i < config.run.train_until {
         if options.stop.load(Ordering::SeqCst) {
             stopped = true;
             break;
         }
         let t0 = Instant::now();
-        let batch = sampler.batch(i)?;
-        let (target, weight) =
-            task.targets(batch.labels.view(), batch.mask.as_ref().map(|m| m.view()))?;
-        let loss = match step.step(&batch.raw, &target, &weight) {
+        let Some(prepared) = batches.next_item() else {
+            break;
+        };
+        let (raw, target, weight) = prepared?;
+        let loss = match step.step(&raw, &target, &weight) {
             Ok(loss) => loss,
             Err(dacapo_models::ModelError::NonFiniteLoss(loss)) => {
                 writer.stats(std::mem::take(&mut pending))?;
@@ -371,6 +378,33 @@ pub fn train(
         last_checkpoint,
         stopped,
         last_loss,
+    })
+}
+
+/// A training batch ready for the step: raw input, target and loss weight.
+type Prepared = (
+    ndarray::ArrayD<f32>,
+    ndarray::ArrayD<f32>,
+    ndarray::ArrayD<f32>,
+);
+
+/// Samples, augments and computes the targets of the batches of `iterations` on worker
+/// threads, `depth` ahead of the step (each is a pure function of its iteration).
+fn prefetch_batches(
+    sampler: BatchSampler,
+    task: Task,
+    iterations: std::ops::Range<u64>,
+    depth: usize,
+) -> Prefetch<Result<Prepared, TrainerError>> {
+    // One worker keeps up with the step for typical batches and leaves the cores to it;
+    // machines with many cores get a second one.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let workers = if cores > 4 { 2 } else { 1 };
+    Prefetch::start(iterations, depth, workers, move |i| {
+        let batch = sampler.batch(i)?;
+        let (target, weight) =
+            task.targets(batch.labels.view(), batch.mask.as_ref().map(|m| m.view()))?;
+        Ok((batch.raw, target, weight))
     })
 }
 

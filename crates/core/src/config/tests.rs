@@ -143,6 +143,9 @@ fn trajectory_hash_ignores_schedule_but_not_training() {
     let other_lr = parse(&format!("{MINIMAL}\n[trainer]\nlearning_rate = 0.5\n")).unwrap();
     assert_ne!(base.trajectory_hash(), other_lr.trajectory_hash());
     assert_eq!(base.trajectory_hash().len(), 32);
+    let prefetched = parse(&format!("{MINIMAL}\n[trainer]\nprefetch = 7\n")).unwrap();
+    assert_eq!(prefetched.trainer.prefetch, 7);
+    assert_eq!(base.trajectory_hash(), prefetched.trajectory_hash());
 }
 
 #[test]
