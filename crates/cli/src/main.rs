@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use dacapo_core::config::{Backend, DeviceSpec};
 
 /// Train and inspect deep-learning segmentation runs (a Rust DaCapo).
 #[derive(Parser)]
@@ -34,6 +35,18 @@ pub struct RootArg {
     /// Root directory of the local stores.
     #[arg(long, env = "DACAPO_ROOT", default_value = "runs")]
     pub root: PathBuf,
+}
+
+/// The backend and device to compute on, overriding the run config.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ComputeArgs {
+    /// Compute backend, overriding `run.backend` (flex, wgpu, cuda, tch).
+    #[arg(long)]
+    pub backend: Option<Backend>,
+    /// Device of the backend, overriding `run.device` (default, cpu, cuda, cuda:N, vulkan:N);
+    /// a device the backend does not have is an error listing those it has.
+    #[arg(long)]
+    pub device: Option<DeviceSpec>,
 }
 
 #[derive(Subcommand)]

@@ -3,14 +3,13 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use dacapo_core::config::Backend;
 use dacapo_data::{Normalizer, ZarrArray};
 use dacapo_store::{BestRecord, WeightsStore};
 use dacapo_trainer::{Stores, backend, build_model, load_weights};
 use dacapo_validator::{PredictJob, ZarrPath, predict_zarr};
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
-use crate::RootArg;
+use crate::{ComputeArgs, RootArg};
 use crate::validate::load_frozen;
 
 /// Output array path when `--output` names only a container.
@@ -39,9 +38,8 @@ pub struct PredictArgs {
     pub output: String,
     #[command(flatten)]
     pub root: RootArg,
-    /// Compute backend, overriding `run.backend` (flex, wgpu, cuda, tch).
-    #[arg(long)]
-    pub backend: Option<Backend>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// Spatial input block per network call, e.g. `512,512` (default: the run's
     /// `validation.block_shape`, else 512² in 2D and 128³ in 3D).
     #[arg(long, value_delimiter = ',')]
@@ -167,8 +165,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         args.best.as_deref(),
         args.iteration,
     )?;
-    backend::set_cpu_threads(config.run.threads);
-    let device = backend::device(args.backend.unwrap_or(config.run.backend))?;
+    let device = backend::for_run(&config, args.compute.backend, args.compute.device)?.device;
     let (model, task) = build_model(&config, &device)?;
     let (model, _) = load_weights(&*stores.weights, run, iteration, model)?;
     let source = describe_checkpoint(iteration, best.as_ref());

@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use dacapo_core::RunConfig;
-use dacapo_core::config::Backend;
 use dacapo_trainer::{Stores, TrainOptions, frozen_config_path};
 
-use crate::RootArg;
+use crate::{ComputeArgs, RootArg};
 
 /// Arguments of `dacapo train`.
 #[derive(clap::Args, Debug)]
@@ -22,9 +21,8 @@ pub struct TrainArgs {
     pub run: Option<String>,
     #[command(flatten)]
     pub root: RootArg,
-    /// Compute backend, overriding `run.backend` (flex, wgpu, cuda, tch).
-    #[arg(long)]
-    pub backend: Option<Backend>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// Continue an existing run although its config changed (resume is then not exact).
     #[arg(long)]
     pub force_config: bool,
@@ -71,7 +69,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     })
     .context("cannot install the signal handler")?;
     let options = TrainOptions {
-        backend: args.backend,
+        backend: args.compute.backend,
+        device: args.compute.device,
         force_config: args.force_config,
         stop,
         progress: !args.no_progress,

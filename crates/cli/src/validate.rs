@@ -5,11 +5,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use dacapo_core::RunConfig;
-use dacapo_core::config::Backend;
 use dacapo_trainer::{Stores, frozen_config_path};
 use dacapo_validator::{Checkpoints, RevalidateOptions, revalidate};
 
-use crate::RootArg;
+use crate::{ComputeArgs, RootArg};
 
 /// Criteria shown in the summary when the task reports them (all are stored).
 const SHOWN: [&str; 4] = ["f1", "dice", "voi", "adapted_rand_error"];
@@ -28,9 +27,8 @@ pub struct ValidateArgs {
     pub all: bool,
     #[command(flatten)]
     pub root: RootArg,
-    /// Compute backend, overriding `run.backend` (flex, wgpu, cuda, tch).
-    #[arg(long)]
-    pub backend: Option<Backend>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// No progress bars.
     #[arg(long)]
     pub no_progress: bool,
@@ -64,7 +62,8 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
         (None, false) => Checkpoints::Latest,
     };
     let options = RevalidateOptions {
-        backend: args.backend,
+        backend: args.compute.backend,
+        device: args.compute.device,
         progress: !args.no_progress,
         ..RevalidateOptions::default()
     };

@@ -6,6 +6,7 @@
 //! in which model and optimizer tensors cross the store boundary. It does not depend on burn.
 
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod name;
 pub mod scores;
@@ -13,6 +14,7 @@ pub mod stats;
 pub mod tensor;
 
 pub use config::RunConfig;
+pub use device::DeviceSpec;
 pub use error::CoreError;
 pub use name::{RESERVED_DATASET_NAMES, RunName, validate_name};
 pub use scores::{

@@ -25,6 +25,24 @@ pub enum TrainerError {
         /// Extra advice for this backend.
         hint: &'static str,
     },
+    /// A device the backend does not have.
+    #[error(
+        "backend `{backend}` has no device `{device}`; it sees: {seen} (choose one with \
+         run.device or --device){hint}"
+    )]
+    NoSuchDevice {
+        /// The backend.
+        backend: &'static str,
+        /// The device asked for.
+        device: String,
+        /// The devices the backend sees, listed.
+        seen: String,
+        /// Extra advice for this backend.
+        hint: String,
+    },
+    /// A backend or device name that does not parse.
+    #[error("{0}")]
+    UnknownDevice(String),
     /// The frozen config of an existing run differs from the given one.
     #[error(
         "run `{run}` already exists with a different config ({frozen}); training it with the new \

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use dacapo_core::config::{ArchitectureConfig, Backend, RunConfig};
+use dacapo_core::config::{ArchitectureConfig, Backend, DeviceSpec, RunConfig};
 use dacapo_core::{
     TrainingIterationStats, ValidationIterationScores, ValidationMeta, ValidationScores,
 };
@@ -71,6 +71,8 @@ impl Validate for NoValidation {
 pub struct TrainOptions {
     /// Backend overriding `run.backend`.
     pub backend: Option<Backend>,
+    /// Device overriding `run.device`.
+    pub device: Option<DeviceSpec>,
     /// Continue an existing run even if its frozen config differs.
     pub force_config: bool,
     /// Set (e.g. by a signal handler) to stop after the current step with a checkpoint.
@@ -83,6 +85,7 @@ impl Default for TrainOptions {
     fn default() -> Self {
         Self {
             backend: None,
+            device: None,
             force_config: false,
             stop: Arc::new(AtomicBool::new(false)),
             progress: true,
@@ -172,9 +175,10 @@ pub fn train(
     validator: &mut dyn Validate,
 ) -> Result<TrainSummary, TrainerError> {
     let run = config.run.name.as_str().to_owned();
-    let backend_kind = options.backend.unwrap_or(config.run.backend);
-    backend::set_cpu_threads(config.run.threads);
-    let device = backend::device(backend_kind)?;
+    let chosen = backend::for_run(config, options.backend, options.device)?;
+    let backend_kind = chosen.backend;
+    tracing::info!("training on backend {backend_kind}, device {}", chosen.name);
+    let device = chosen.device;
 
     let _lock = RunLock::acquire(&stores.root, &run)?;
     freeze_config(config, &stores.root, options.force_config)?;
@@ -297,6 +301,7 @@ pub fn train(
         stores,
         config_hash: &config_hash,
         backend: backend_kind,
+        device_name: &chosen.name,
         validator,
         scores,
         multi: &multi,
@@ -414,6 +419,7 @@ struct Ctx<'a> {
     stores: &'a Stores,
     config_hash: &'a str,
     backend: Backend,
+    device_name: &'a str,
     validator: &'a mut dyn Validate,
     scores: ValidationScores,
     multi: &'a MultiProgress,
@@ -432,7 +438,8 @@ impl Ctx<'_> {
             self.config_hash,
             self.backend.name(),
             self.config.run.seed,
-        );
+        )
+        .with_device(self.device_name);
         state.extra.insert(
             "learning_rate".into(),
             serde_json::json!(step.learning_rate()),
