@@ -151,6 +151,7 @@ fn no_such_device(backend: Backend, spec: DeviceSpec, hint: &str) -> TrainerErro
 }
 
 /// The `index`-th of `devices`, or the error for a device that does not exist.
+#[cfg(any(feature = "wgpu", feature = "cuda", feature = "tch"))]
 fn nth(
     backend: Backend,
     spec: DeviceSpec,
