@@ -157,6 +157,21 @@ fn twenty_steps_reduce_the_loss_on_every_backend() {
 }
 
 #[test]
+fn the_same_steps_repeat_bit_for_bit_on_the_cpu() {
+    let s = setup(2);
+    for chosen in backends() {
+        let first = s.train(&mut s.step(&chosen.device), 5);
+        let again = s.train(&mut s.step(&chosen.device), 5);
+        let same = first == again;
+        eprintln!("{} {}: repeats bit for bit: {same}", chosen.backend, chosen.name);
+        // GPUs may pick other algorithms or reduction orders from run to run.
+        if chosen.name == "cpu" {
+            assert_eq!(first, again, "{} on the CPU", chosen.backend);
+        }
+    }
+}
+
+#[test]
 fn predictions_agree_with_flex_in_2d_and_3d() {
     for dims in [2, 3] {
         let s = setup(dims);
