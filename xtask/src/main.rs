@@ -4,6 +4,7 @@
 //! CI runs, what the README tells a new user to run and what a developer runs are the same.
 
 mod bench;
+mod deps;
 mod services;
 mod sweep;
 mod torch;
@@ -37,8 +38,11 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
-    /// Exactly what CI runs: format check, clippy with warnings as errors, all tests.
+    /// Exactly what CI runs: format check, clippy with warnings as errors, the dependency
+    /// check, all tests.
     Ci,
+    /// Check that crates depend on each other only along docs/DESIGN.md's dependency line.
+    Deps,
     /// Run the test suite (the README's test command runs this through `ci`).
     Test {
         /// Extra arguments passed to `cargo test`.
@@ -105,6 +109,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Setup { wgpu, tch, check } => setup(wgpu, tch, check),
         Cmd::Ci => ci(),
+        Cmd::Deps => deps::run(),
         Cmd::Test { args } => test(&args),
         Cmd::Quickstart { backend, args } => quickstart(backend, &args),
         Cmd::Bench(args) => bench::run(&args),
@@ -304,6 +309,7 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    deps::run()?;
     // Servers for the scale-out tests; a service that cannot start here makes its tests skip.
     services::up(services::ALL);
     test(&[])?;
@@ -406,8 +412,14 @@ fn quickstart(backend: QuickBackend, args: &[String]) -> Result<()> {
     if backend == QuickBackend::Tch {
         torch::build_env(&mut cmd, &torch::venv_dir())?;
     }
-    cmd.args(["--", "train", "configs/quickstart.toml", "--backend", backend.name()])
-        .args(args);
+    cmd.args([
+        "--",
+        "train",
+        "configs/quickstart.toml",
+        "--backend",
+        backend.name(),
+    ])
+    .args(args);
     status(&mut cmd)
 }
 

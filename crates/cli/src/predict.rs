@@ -4,13 +4,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use dacapo_data::{Normalizer, ZarrArray};
+use dacapo_runtime::{Stores, backend, build_model, load_weights};
 use dacapo_store::{BestRecord, WeightsStore};
-use dacapo_trainer::{Stores, backend, build_model, load_weights};
 use dacapo_validator::{PredictJob, ZarrPath, predict_zarr};
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
-use crate::{ComputeArgs, RootArg};
 use crate::validate::load_frozen;
+use crate::{ComputeArgs, RootArg};
 
 /// Output array path when `--output` names only a container.
 const DEFAULT_OUTPUT_ARRAY: &str = "prediction";

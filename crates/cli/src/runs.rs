@@ -124,7 +124,7 @@ impl Stores {
                 if let Some(s) = opened.get(&key) {
                     return Ok(s.clone());
                 }
-                let s = dacapo_trainer::Stores::open(c).with_context(|| {
+                let s = dacapo_runtime::Stores::open(c).with_context(|| {
                     format!("cannot open the stores of run `{}`", c.run.name.as_str())
                 })?;
                 let s = Self {
@@ -455,7 +455,11 @@ fn trained_on(stores: &Stores, name: &str, checkpoints: &[u64]) -> Result<Vec<Tr
 fn compact_trained_on(trained_on: &[TrainedOn]) -> String {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for t in trained_on {
-        let place = format!("{} {}", t.backend, opt(Some(t.device.as_str()).filter(|d| !d.is_empty())));
+        let place = format!(
+            "{} {}",
+            t.backend,
+            opt(Some(t.device.as_str()).filter(|d| !d.is_empty()))
+        );
         match groups.last_mut() {
             Some((last, its)) if *last == place => its.push(t.iteration.to_string()),
             _ => groups.push((place, vec![t.iteration.to_string()])),

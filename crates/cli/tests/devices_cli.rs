@@ -59,7 +59,11 @@ fn a_device_the_backend_lacks_is_refused_with_the_devices_it_has() {
             "{err}"
         );
     }
-    let out = dacapo(dir.path(), &[&train[..], &["--device", "gpu"]].concat(), &[]);
+    let out = dacapo(
+        dir.path(),
+        &[&train[..], &["--device", "gpu"]].concat(),
+        &[],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("\"gpu\"") && err.contains("cuda:N"), "{err}");
@@ -72,7 +76,10 @@ fn a_device_the_backend_lacks_is_refused_with_the_devices_it_has() {
 #[test]
 fn runs_show_says_where_each_checkpoint_was_trained() {
     let dir = setup("shown", false);
-    succeeds(dir.path(), &["train", "--no-progress", "--device", "cpu", "run.toml"]);
+    succeeds(
+        dir.path(),
+        &["train", "--no-progress", "--device", "cpu", "run.toml"],
+    );
     let text = succeeds(dir.path(), &["runs", "show", "shown"]);
     assert!(text.contains("trained on:  flex cpu (2, 4)"), "{text}");
     let json: serde_json::Value =
@@ -90,7 +97,15 @@ fn a_run_moves_between_flex_and_libtorch() {
     let train = |until: &str, backend: &str| {
         let out = dacapo(
             dir.path(),
-            &["train", "--no-progress", "--backend", backend, "--device", "cpu", "run.toml"],
+            &[
+                "train",
+                "--no-progress",
+                "--backend",
+                backend,
+                "--device",
+                "cpu",
+                "run.toml",
+            ],
             &[("DACAPO__RUN__TRAIN_UNTIL", until)],
         );
         assert!(out.status.success(), "training on {backend} to {until}");
@@ -104,14 +119,33 @@ fn a_run_moves_between_flex_and_libtorch() {
         "{text}"
     );
     // Validating libtorch's checkpoint on flex, and flex's on libtorch.
-    succeeds(dir.path(), &["validate", "--run", "moved", "--iteration", "4"]);
     succeeds(
         dir.path(),
-        &["validate", "--run", "moved", "--iteration", "6", "--backend", "tch"],
+        &["validate", "--run", "moved", "--iteration", "4"],
+    );
+    succeeds(
+        dir.path(),
+        &[
+            "validate",
+            "--run",
+            "moved",
+            "--iteration",
+            "6",
+            "--backend",
+            "tch",
+        ],
     );
     let out = dacapo(
         dir.path(),
-        &["validate", "--run", "moved", "--backend", "tch", "--device", "cuda:7"],
+        &[
+            "validate",
+            "--run",
+            "moved",
+            "--backend",
+            "tch",
+            "--device",
+            "cuda:7",
+        ],
         &[],
     );
     let err = String::from_utf8_lossy(&out.stderr);

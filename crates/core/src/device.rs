@@ -2,7 +2,7 @@
 //! on the command line (`"cpu"`, `"cuda:1"`, `"vulkan:0"`, ...).
 //!
 //! This is only the user's choice, parsed; which devices exist and how each backend maps the
-//! choice to a burn device is the trainer's business (`dacapo_trainer::backend`).
+//! choice to a burn device is the runtime's business (`dacapo_runtime::backend`).
 
 use std::fmt;
 
@@ -101,7 +101,9 @@ mod tests {
 
     #[test]
     fn bad_devices_name_the_accepted_forms() {
-        for text in ["gpu", "cuda:", "cuda:-1", "cuda:x", "cpu:0", "vulkan", "", "CUDA:0"] {
+        for text in [
+            "gpu", "cuda:", "cuda:-1", "cuda:x", "cpu:0", "vulkan", "", "CUDA:0",
+        ] {
             let err = text.parse::<DeviceSpec>().unwrap_err();
             assert!(err.contains(DeviceSpec::FORMS), "{text:?}: {err}");
             assert!(err.contains(&format!("{text:?}")), "{text:?}: {err}");

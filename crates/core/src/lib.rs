@@ -8,10 +8,13 @@
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod memory;
 pub mod name;
 pub mod scores;
 pub mod stats;
 pub mod tensor;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use config::RunConfig;
 pub use device::DeviceSpec;

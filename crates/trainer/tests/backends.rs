@@ -15,9 +15,11 @@ use std::path::Path;
 use burn::tensor::Device;
 use dacapo_core::RunConfig;
 use dacapo_core::config::{Backend, DeviceSpec, TaskConfig};
+use dacapo_core::testing::TinyRun;
 use dacapo_models::{Task, TrainStep, UNetConfig, adam_config};
-use dacapo_trainer::backend::{self, Chosen};
-use dacapo_trainer::{NoValidation, Stores, TrainOptions, build_model, load_weights, train};
+use dacapo_runtime::backend::{self, Chosen};
+use dacapo_runtime::{NoValidation, Stores, build_model, load_weights};
+use dacapo_trainer::{TrainOptions, train};
 use ndarray::{ArrayD, Dimension, IxDyn};
 
 /// Largest difference allowed between a backend's and flex's prediction of the same weights
@@ -37,7 +39,7 @@ fn backends() -> Vec<Chosen> {
                 let chosen = backend::select(b, DeviceSpec::Default)?;
                 let t = burn::tensor::Tensor::<1>::from_floats([1.0, 2.0], &chosen.device);
                 assert_eq!(t.sum().into_scalar::<f32>(), 3.0, "{b} computed 1 + 2");
-                Ok::<_, dacapo_trainer::TrainerError>(chosen)
+                Ok::<_, dacapo_runtime::RuntimeError>(chosen)
             });
             match probe {
                 Ok(Ok(chosen)) => {
@@ -163,7 +165,10 @@ fn the_same_steps_repeat_bit_for_bit_on_the_cpu() {
         let first = s.train(&mut s.step(&chosen.device), 5);
         let again = s.train(&mut s.step(&chosen.device), 5);
         let same = first == again;
-        eprintln!("{} {}: repeats bit for bit: {same}", chosen.backend, chosen.name);
+        eprintln!(
+            "{} {}: repeats bit for bit: {same}",
+            chosen.backend, chosen.name
+        );
         // GPUs may pick other algorithms or reduction orders from run to run.
         if chosen.name == "cpu" {
             assert_eq!(first, again, "{} on the CPU", chosen.backend);
@@ -187,7 +192,10 @@ fn predictions_agree_with_flex_in_2d_and_3d() {
                 .predict(&s.task, &s.raw)
                 .unwrap();
             let diff = max_abs_diff(&reference, &prediction);
-            eprintln!("{dims}D {}: max |prediction - flex| = {diff:.2e}", chosen.backend);
+            eprintln!(
+                "{dims}D {}: max |prediction - flex| = {diff:.2e}",
+                chosen.backend
+            );
             assert!(
                 diff <= PREDICT_TOL,
                 "{dims}D {} and flex predictions differ by {diff}",
@@ -200,7 +208,10 @@ fn predictions_agree_with_flex_in_2d_and_3d() {
 #[test]
 fn weights_and_adam_state_move_between_backends_exactly() {
     let s = setup(2);
-    for chosen in backends().into_iter().filter(|c| c.backend != Backend::Flex) {
+    for chosen in backends()
+        .into_iter()
+        .filter(|c| c.backend != Backend::Flex)
+    {
         let name = chosen.backend;
         // flex -> other: the tensors arrive bit for bit and training continues alike.
         let mut flex = s.step(&Device::flex());
@@ -208,7 +219,11 @@ fn weights_and_adam_state_move_between_backends_exactly() {
         let (model, optimizer) = flex.to_tensors().unwrap();
         let mut other = s.step(&chosen.device);
         other.load_tensors(&model, &optimizer).unwrap();
-        assert_eq!(other.to_tensors().unwrap(), (model, optimizer), "flex -> {name}");
+        assert_eq!(
+            other.to_tensors().unwrap(),
+            (model, optimizer),
+            "flex -> {name}"
+        );
         let on_flex = s.train(&mut flex, 3);
         let on_other = s.train(&mut other, 3);
         assert_losses_close(&format!("flex -> {name}"), &on_flex, &on_other);
@@ -217,7 +232,11 @@ fn weights_and_adam_state_move_between_backends_exactly() {
         let (model, optimizer) = other.to_tensors().unwrap();
         let mut back = s.step(&Device::flex());
         back.load_tensors(&model, &optimizer).unwrap();
-        assert_eq!(back.to_tensors().unwrap(), (model, optimizer), "{name} -> flex");
+        assert_eq!(
+            back.to_tensors().unwrap(),
+            (model, optimizer),
+            "{name} -> flex"
+        );
         let on_other = s.train(&mut other, 3);
         let on_back = s.train(&mut back, 3);
         assert_losses_close(&format!("{name} -> flex"), &on_other, &on_back);
@@ -226,45 +245,11 @@ fn weights_and_adam_state_move_between_backends_exactly() {
 
 /// A tiny 2D run on synthetic data under `dir`, with no validation datasets.
 fn tiny_run(dir: &Path, name: &str, train_until: u64) -> RunConfig {
-    let d = dir.display();
-    let text = format!(
-        r#"
-[run]
-name = "{name}"
-train_until = {train_until}
-validation_interval = 2
-seed = 3
-
-[task]
-kind = "distance"
-scale_factor = 5.0
-
-[architecture]
-kind = "unet"
-dims = 2
-fmaps = 4
-downsample_factors = [[2, 2]]
-input_shape = [44, 44]
-
-[trainer]
-batch_size = 1
-learning_rate = 1e-3
-
-[datasplit]
-train = [{{ zarr = "{d}/data.zarr", raw = "raw", gt = "labels" }}]
-
-[datasplit.synthetic]
-zarr = "{d}/data.zarr"
-shape = [64, 64]
-seed = 1
-objects = 6
-
-[stores]
-root = "{d}/runs"
-keep_last = 10
-"#
-    );
-    RunConfig::from_toml(&text, Path::new("tiny.toml")).unwrap()
+    TinyRun::new(name, dir)
+        .schedule(train_until, 2)
+        .seed(3)
+        .keep_last(10)
+        .build()
 }
 
 /// Trains `config` to `until` on `backend`, returning where it resumed from.
@@ -299,13 +284,24 @@ fn a_run_continues_on_another_backend_and_back() {
     let reference = tiny_run(dir.path(), "flex-only", 6);
     train_to(&reference, 6, Backend::Flex);
     let flex_losses = losses(&reference);
-    for chosen in backends().into_iter().filter(|c| c.backend != Backend::Flex) {
+    for chosen in backends()
+        .into_iter()
+        .filter(|c| c.backend != Backend::Flex)
+    {
         let other = chosen.backend;
         let config = tiny_run(dir.path(), &format!("via-{other}"), 6);
         let run = config.run.name.as_str();
         assert_eq!(train_to(&config, 2, Backend::Flex), 0);
-        assert_eq!(train_to(&config, 4, other), 2, "{other} resumes flex's checkpoint");
-        assert_eq!(train_to(&config, 6, Backend::Flex), 4, "flex resumes {other}'s");
+        assert_eq!(
+            train_to(&config, 4, other),
+            2,
+            "{other} resumes flex's checkpoint"
+        );
+        assert_eq!(
+            train_to(&config, 6, Backend::Flex),
+            4,
+            "flex resumes {other}'s"
+        );
 
         let store = Stores::local(&config).weights;
         let places: Vec<(String, String)> = [2, 4, 6]
@@ -326,7 +322,11 @@ fn a_run_continues_on_another_backend_and_back() {
         );
         let mixed = losses(&config);
         eprintln!("flex -> {other} -> flex losses: {mixed:?}\nflex only: {flex_losses:?}");
-        assert_eq!(mixed[..2], flex_losses[..2], "the flex steps before the switch");
+        assert_eq!(
+            mixed[..2],
+            flex_losses[..2],
+            "the flex steps before the switch"
+        );
         assert_losses_close(&format!("via {other}"), &flex_losses, &mixed);
 
         // The checkpoint trained on the other backend predicts alike on both.

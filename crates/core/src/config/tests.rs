@@ -154,8 +154,8 @@ fn trajectory_hash_ignores_schedule_but_not_training() {
     assert_eq!(base.trajectory_hash(), prefetched.trajectory_hash());
     // A checkpoint may continue on another backend or device (tested in
     // dacapo-trainer's backends test): neither is part of the hash.
-    let moved = parse(&MINIMAL.replace("[run]", "[run]\nbackend = \"tch\"\ndevice = \"cuda:1\""))
-        .unwrap();
+    let moved =
+        parse(&MINIMAL.replace("[run]", "[run]\nbackend = \"tch\"\ndevice = \"cuda:1\"")).unwrap();
     assert_eq!(moved.run.device, DeviceSpec::Cuda(1));
     assert_eq!(base.trajectory_hash(), moved.trajectory_hash());
 }

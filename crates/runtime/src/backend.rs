@@ -10,7 +10,7 @@ use dacapo_core::RunConfig;
 use dacapo_core::config::Backend;
 use dacapo_core::device::DeviceSpec;
 
-use crate::error::TrainerError;
+use crate::error::RuntimeError;
 
 /// Whether `backend` was compiled into this build.
 pub fn is_compiled(backend: Backend) -> bool {
@@ -55,7 +55,7 @@ pub fn set_cpu_threads(threads: Option<usize>) {
 
 /// The default device of `backend` (without autodiff), or an error naming the cargo feature
 /// to enable.
-pub fn device(backend: Backend) -> Result<Device, TrainerError> {
+pub fn device(backend: Backend) -> Result<Device, RuntimeError> {
     Ok(select(backend, DeviceSpec::Default)?.device)
 }
 
@@ -74,7 +74,7 @@ pub struct Chosen {
 /// The device `spec` names on `backend`: an error naming the cargo feature when the backend
 /// is not compiled in, and one listing the devices the backend sees when it has no such
 /// device.
-pub fn select(backend: Backend, spec: DeviceSpec) -> Result<Chosen, TrainerError> {
+pub fn select(backend: Backend, spec: DeviceSpec) -> Result<Chosen, RuntimeError> {
     let (device, name) = match backend {
         Backend::Flex => select_flex(spec)?,
         Backend::Wgpu => wgpu::select(spec)?,
@@ -95,7 +95,7 @@ pub fn for_run(
     config: &RunConfig,
     backend: Option<Backend>,
     device: Option<DeviceSpec>,
-) -> Result<Chosen, TrainerError> {
+) -> Result<Chosen, RuntimeError> {
     set_cpu_threads(config.run.threads);
     select(
         backend.unwrap_or(config.run.backend),
@@ -106,9 +106,9 @@ pub fn for_run(
 /// The device named `device` (as `run.device` writes it) on the backend named `backend`: for
 /// programs configured by strings, such as benchmarks (`DACAPO_BENCH_BACKEND=tch
 /// DACAPO_BENCH_DEVICE=cuda:0`).
-pub fn select_by_name(backend: &str, device: &str) -> Result<Chosen, TrainerError> {
-    let backend: Backend = backend.parse().map_err(TrainerError::UnknownDevice)?;
-    let spec: DeviceSpec = device.parse().map_err(TrainerError::UnknownDevice)?;
+pub fn select_by_name(backend: &str, device: &str) -> Result<Chosen, RuntimeError> {
+    let backend: Backend = backend.parse().map_err(RuntimeError::UnknownDevice)?;
+    let spec: DeviceSpec = device.parse().map_err(RuntimeError::UnknownDevice)?;
     select(backend, spec)
 }
 
@@ -123,7 +123,7 @@ pub fn available(backend: Backend) -> Vec<String> {
     }
 }
 
-fn select_flex(spec: DeviceSpec) -> Result<(Device, String), TrainerError> {
+fn select_flex(spec: DeviceSpec) -> Result<(Device, String), RuntimeError> {
     match spec {
         DeviceSpec::Default | DeviceSpec::Cpu => Ok((Device::flex(), "cpu".to_owned())),
         DeviceSpec::Cuda(_) | DeviceSpec::Vulkan(_) => Err(no_such_device(
@@ -136,9 +136,9 @@ fn select_flex(spec: DeviceSpec) -> Result<(Device, String), TrainerError> {
 }
 
 /// The error for a device `backend` does not have, listing those it has.
-fn no_such_device(backend: Backend, spec: DeviceSpec, hint: &str) -> TrainerError {
+fn no_such_device(backend: Backend, spec: DeviceSpec, hint: &str) -> RuntimeError {
     let seen = available(backend);
-    TrainerError::NoSuchDevice {
+    RuntimeError::NoSuchDevice {
         backend: backend.name(),
         device: spec.to_string(),
         seen: if seen.is_empty() {
@@ -158,7 +158,7 @@ fn nth(
     devices: &[Device],
     index: usize,
     hint: &str,
-) -> Result<Device, TrainerError> {
+) -> Result<Device, RuntimeError> {
     devices
         .get(index)
         .cloned()
@@ -171,7 +171,7 @@ mod wgpu {
 
     use burn::tensor::{Device, DeviceKind, DeviceType};
 
-    use super::{Backend, DeviceSpec, TrainerError, no_such_device, nth};
+    use super::{Backend, DeviceSpec, RuntimeError, no_such_device, nth};
 
     const HINT: &str =
         "; without a GPU on Linux, Mesa's lavapipe is a CPU adapter (`cargo xtask setup --wgpu`)";
@@ -195,7 +195,7 @@ mod wgpu {
             .collect()
     }
 
-    pub(super) fn select(spec: DeviceSpec) -> Result<(Device, String), TrainerError> {
+    pub(super) fn select(spec: DeviceSpec) -> Result<(Device, String), RuntimeError> {
         let adapters = adapters();
         let (device, name) = match spec {
             DeviceSpec::Default if !adapters.is_empty() => {
@@ -227,14 +227,14 @@ mod wgpu {
 mod wgpu {
     use burn::tensor::Device;
 
-    use super::{DeviceSpec, TrainerError};
+    use super::{DeviceSpec, RuntimeError};
 
     pub(super) fn available() -> Vec<String> {
         Vec::new()
     }
 
-    pub(super) fn select(_: DeviceSpec) -> Result<(Device, String), TrainerError> {
-        Err(TrainerError::BackendNotCompiled {
+    pub(super) fn select(_: DeviceSpec) -> Result<(Device, String), RuntimeError> {
+        Err(RuntimeError::BackendNotCompiled {
             backend: "wgpu",
             hint: "; without a GPU on Linux it runs on Mesa's lavapipe (`cargo xtask setup --wgpu`)",
         })
@@ -247,7 +247,7 @@ mod cuda {
 
     use burn::tensor::{Device, DeviceType};
 
-    use super::{Backend, DeviceSpec, TrainerError, no_such_device, nth};
+    use super::{Backend, DeviceSpec, RuntimeError, no_such_device, nth};
 
     const HINT: &str = "; on a machine without an NVIDIA GPU use backend `flex` or `tch`";
 
@@ -259,7 +259,7 @@ mod cuda {
         (0..gpus().len()).map(|i| format!("cuda:{i}")).collect()
     }
 
-    pub(super) fn select(spec: DeviceSpec) -> Result<(Device, String), TrainerError> {
+    pub(super) fn select(spec: DeviceSpec) -> Result<(Device, String), RuntimeError> {
         let index = match spec {
             DeviceSpec::Default => 0,
             DeviceSpec::Cuda(i) => i,
@@ -276,14 +276,14 @@ mod cuda {
 mod cuda {
     use burn::tensor::Device;
 
-    use super::{DeviceSpec, TrainerError};
+    use super::{DeviceSpec, RuntimeError};
 
     pub(super) fn available() -> Vec<String> {
         Vec::new()
     }
 
-    pub(super) fn select(_: DeviceSpec) -> Result<(Device, String), TrainerError> {
-        Err(TrainerError::BackendNotCompiled {
+    pub(super) fn select(_: DeviceSpec) -> Result<(Device, String), RuntimeError> {
+        Err(RuntimeError::BackendNotCompiled {
             backend: "cuda",
             hint: "; its build downloads an LLVM bundle from GitHub (cubecl-llvm), so it needs \
                    internet access; on NVIDIA GPUs backend `tch` needs only PyPI",
@@ -298,7 +298,7 @@ mod tch_backend {
 
     use burn::tensor::{Device, DeviceType};
 
-    use super::{Backend, DeviceSpec, TrainerError, no_such_device, nth};
+    use super::{Backend, DeviceSpec, RuntimeError, no_such_device, nth};
 
     const HINT: &str = "; libtorch sees the GPUs its CUDA driver reports (`nvidia-smi`)";
 
@@ -313,7 +313,7 @@ mod tch_backend {
             .collect()
     }
 
-    pub(super) fn select(spec: DeviceSpec) -> Result<(Device, String), TrainerError> {
+    pub(super) fn select(spec: DeviceSpec) -> Result<(Device, String), RuntimeError> {
         let gpus = gpus();
         let index = match spec {
             // The GPU where there is one, as PyTorch users write `cuda if available`.
@@ -333,14 +333,14 @@ mod tch_backend {
 mod tch_backend {
     use burn::tensor::Device;
 
-    use super::{DeviceSpec, TrainerError};
+    use super::{DeviceSpec, RuntimeError};
 
     pub(super) fn available() -> Vec<String> {
         Vec::new()
     }
 
-    pub(super) fn select(_: DeviceSpec) -> Result<(Device, String), TrainerError> {
-        Err(TrainerError::BackendNotCompiled {
+    pub(super) fn select(_: DeviceSpec) -> Result<(Device, String), RuntimeError> {
+        Err(RuntimeError::BackendNotCompiled {
             backend: "tch",
             hint: "; `cargo xtask setup --tch` installs libtorch (PyTorch from PyPI) and builds \
                    with it",
