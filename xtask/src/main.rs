@@ -77,7 +77,7 @@ enum Cmd {
 
 /// A compute backend of `dacapo` (each a cargo feature but flex).
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum QuickBackend {
+pub(crate) enum QuickBackend {
     Flex,
     Wgpu,
     Cuda,
@@ -85,7 +85,8 @@ enum QuickBackend {
 }
 
 impl QuickBackend {
-    fn name(self) -> &'static str {
+    /// The backend's name, as `run.backend` and its cargo feature spell it.
+    pub(crate) fn name(self) -> &'static str {
         match self {
             QuickBackend::Flex => "flex",
             QuickBackend::Wgpu => "wgpu",
