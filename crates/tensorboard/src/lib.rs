@@ -11,6 +11,8 @@
 pub mod error;
 pub mod proto;
 pub mod record;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod writer;
 
 pub use error::TensorboardError;
