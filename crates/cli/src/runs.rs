@@ -332,11 +332,16 @@ pub(crate) fn fmt_num(v: f64) -> String {
     }
 }
 
-/// [`fmt_num`] without trailing zeros, for axis ticks.
+/// [`fmt_num`] without trailing zeros (also in an exponent's mantissa), for axis ticks.
 pub(crate) fn fmt_tick(v: f64) -> String {
     let s = fmt_num(v);
-    if s.contains('.') && !s.contains('e') {
-        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    let (mantissa, exponent) = match s.split_once('e') {
+        Some((m, e)) => (m, format!("e{e}")),
+        None => (s.as_str(), String::new()),
+    };
+    if mantissa.contains('.') {
+        let trimmed = mantissa.trim_end_matches('0').trim_end_matches('.');
+        format!("{trimmed}{exponent}")
     } else {
         s
     }
@@ -973,7 +978,9 @@ mod tests {
         assert_eq!(fmt_num(f64::NEG_INFINITY), "-inf");
         assert_eq!(fmt_tick(0.01), "0.01");
         assert_eq!(fmt_tick(120.0), "120");
-        assert_eq!(fmt_tick(1.5e-5), "1.500e-5");
+        assert_eq!(fmt_tick(1.5e-5), "1.5e-5");
+        assert_eq!(fmt_tick(5e-4), "5e-4");
+        assert_eq!(fmt_tick(-2.5e7), "-2.5e7");
     }
 
     #[test]
