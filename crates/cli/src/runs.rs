@@ -48,6 +48,9 @@ pub enum RunsCommand {
         /// Print a JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// List the validation snapshots (PNG per checkpoint and dataset) instead.
+        #[arg(long)]
+        snapshots: bool,
     },
     /// Remove a run: checkpoints, best records, config, training stats and validation scores.
     Rm {
@@ -69,7 +72,15 @@ pub enum RunsCommand {
 pub fn run(cmd: RunsCommand) -> Result<()> {
     match cmd {
         RunsCommand::Ls { root, json } => ls(&root.root, json),
-        RunsCommand::Show { name, root, json } => show(&root.root, &name, json),
+        RunsCommand::Show {
+            name,
+            root,
+            json,
+            snapshots: true,
+        } => show_snapshots(&root.root, &name, json),
+        RunsCommand::Show {
+            name, root, json, ..
+        } => show(&root.root, &name, json),
         RunsCommand::Rm {
             name,
             keep_best,
@@ -600,6 +611,49 @@ fn ls(root: &Path, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A validation snapshot as `runs show --snapshots --json` prints it.
+#[derive(Serialize)]
+struct SnapshotRow {
+    iteration: u64,
+    dataset: String,
+    path: PathBuf,
+}
+
+/// `runs show NAME --snapshots`: the run's validation snapshots, oldest first.
+fn show_snapshots(root: &Path, name: &str, json: bool) -> Result<()> {
+    require_run(root, name)?;
+    let dir = root.join(name).join(dacapo_validator::run::PREDICTIONS_DIR);
+    let snapshots = dacapo_validator::snapshot::list_snapshots(root, name)
+        .with_context(|| format!("cannot list the snapshots in {}", dir.display()))?;
+    if json {
+        let rows: Vec<SnapshotRow> = snapshots
+            .into_iter()
+            .map(|s| SnapshotRow {
+                iteration: s.iteration,
+                dataset: s.dataset,
+                path: s.path,
+            })
+            .collect();
+        return emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?));
+    }
+    if snapshots.is_empty() {
+        return emit(&format!(
+            "no snapshots yet: each validation writes one per dataset to {}/<iteration>/\n",
+            dir.display()
+        ));
+    }
+    let mut table = Table::new(&["ITERATION", "DATASET", "FILE"]);
+    table.right_align(&[0]);
+    for s in snapshots {
+        table.row(vec![
+            s.iteration.to_string(),
+            s.dataset,
+            s.path.display().to_string(),
+        ]);
+    }
+    emit(&table.render())
 }
 
 fn show(root: &Path, name: &str, json: bool) -> Result<()> {

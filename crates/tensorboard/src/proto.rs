@@ -160,6 +160,31 @@ impl Event {
     }
 }
 
+impl summary::Image {
+    /// A PNG file's bytes with the size and colour space its header gives; `None` if `png`
+    /// does not start like a PNG file.
+    pub fn from_png(png: Vec<u8>) -> Option<Self> {
+        // Signature, then the IHDR chunk: length, "IHDR", width, height, depth, colour type.
+        if png.len() < 26 || &png[..8] != b"\x89PNG\r\n\x1a\n" || &png[12..16] != b"IHDR" {
+            return None;
+        }
+        let be = |at: usize| i32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]);
+        let colorspace = match png[25] {
+            0 => 1,
+            4 => 2,
+            2 | 3 => 3,
+            6 => 4,
+            _ => return None,
+        };
+        Some(Self {
+            width: be(16),
+            height: be(20),
+            colorspace,
+            encoded_image_string: png,
+        })
+    }
+}
+
 impl summary::Value {
     /// A scalar value.
     pub fn scalar(tag: impl Into<String>, value: f32) -> Self {
@@ -226,6 +251,18 @@ mod tests {
             image.encode_to_vec(),
             [0x22, 9, 0x08, 1, 0x10, 2, 0x18, 3, 0x22, 1, 9]
         );
+    }
+
+    #[test]
+    fn png_headers_give_the_image_size() {
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        png.extend_from_slice(&300u32.to_be_bytes());
+        png.extend_from_slice(&20u32.to_be_bytes());
+        png.extend_from_slice(&[8, 2, 0, 0, 0]);
+        let image = summary::Image::from_png(png.clone()).unwrap();
+        assert_eq!((image.width, image.height, image.colorspace), (300, 20, 3));
+        assert_eq!(image.encoded_image_string, png);
+        assert!(summary::Image::from_png(b"GIF89a".to_vec()).is_none());
     }
 
     #[test]
