@@ -168,7 +168,7 @@ fn assert_snapshot_layout(dir: &Path, root: &Path, iteration: u64) {
         .join("val.zarr");
     let prediction = dacapo_data::ZarrArray::open(&prediction_zarr, "prediction", Some(2))
         .unwrap()
-        .read_f32(&[0, 0, 0], &[1, 64, 64])
+        .read_f32(&[0, 0], &[64, 64])
         .unwrap();
     let mut segmented = 0;
     for y in 0..panel {
