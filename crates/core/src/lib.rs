@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod error;
+pub mod memory;
 pub mod name;
 pub mod scores;
 pub mod stats;
