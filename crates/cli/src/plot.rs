@@ -16,6 +16,7 @@ use clap::Args;
 use dacapo_core::{BestDim, RunName, ValidationScores};
 use dacapo_store::BestRecord;
 use plotters::coord::Shift;
+use plotters::coord::types::{RangedCoordf64, RangedCoordu64};
 use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -104,6 +105,13 @@ struct Panel {
     dataset: String,
     criterion: String,
     higher_is_better: bool,
+}
+
+impl Panel {
+    /// The (dataset, criterion) key of the panel's series in [`RunData`].
+    fn key(&self) -> (String, String) {
+        (self.dataset.clone(), self.criterion.clone())
+    }
 }
 
 /// Renders the plot described by `args`.
@@ -580,49 +588,7 @@ fn score_panel<DB: DrawingBackend>(
     x_max: u64,
     opts: &Options,
 ) -> Result<()> {
-    let key = (panel.dataset.clone(), panel.criterion.clone());
-    let parameters = |d: &RunData| -> Vec<Vec<(u64, f64)>> {
-        d.scores
-            .parameter_names()
-            .into_iter()
-            .map(|p| {
-                d.scores
-                    .series(&panel.dataset, p, &panel.criterion)
-                    .into_iter()
-                    .filter(|(_, v)| v.is_finite())
-                    .collect()
-            })
-            .collect()
-    };
-    let mut values: Vec<f64> = Vec::new();
-    for d in data {
-        values.extend(
-            d.best_per_iteration
-                .get(&key)
-                .into_iter()
-                .flatten()
-                .map(|p| p.1),
-        );
-        values.extend(d.best.get(&key).map(|b| b.value).filter(|v| v.is_finite()));
-        if opts.all_parameters {
-            values.extend(parameters(d).into_iter().flatten().map(|p| p.1));
-        }
-    }
-    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let entries = data
-        .iter()
-        .filter(|d| d.best_per_iteration.contains_key(&key))
-        .count();
-    // The legend goes where curves of this criterion are not expected: low for
-    // higher-is-better scores, which rise, and high for the others.
-    let room = legend_fraction(area.dim_in_pixel().1, entries);
-    let y = if panel.higher_is_better {
-        with_legend_room(padded(lo, hi), 0.0, room)
-    } else {
-        with_legend_room(padded(lo, hi), room, 0.0)
-    };
-
+    let y = score_range(area, data, panel, opts);
     let (_, h) = area.dim_in_pixel();
     let (caption, label, legend) = font_sizes(h);
     let direction = if panel.higher_is_better {
@@ -650,57 +616,9 @@ fn score_panel<DB: DrawingBackend>(
         .bold_line_style(BLACK.mix(0.12))
         .draw()
         .map_err(plot_err)?;
-
     let mut labelled = false;
     for d in data {
-        let color = d.color;
-        if opts.all_parameters {
-            for series in parameters(d) {
-                chart
-                    .draw_series(LineSeries::new(series, color.mix(0.3)))
-                    .map_err(plot_err)?;
-            }
-        }
-        let best = d.best.get(&key);
-        if let Some(b) = best {
-            // The best iteration: a faint vertical line under the marker.
-            chart
-                .draw_series(LineSeries::new(
-                    [(b.iteration, y.start), (b.iteration, y.end)],
-                    color.mix(0.35),
-                ))
-                .map_err(plot_err)?;
-        }
-        if let Some(series) = d.best_per_iteration.get(&key) {
-            let text = match best {
-                Some(b) => format!(
-                    "{}: best {} @ {} ({})",
-                    d.name,
-                    runs::fmt_num(b.value),
-                    b.iteration,
-                    b.parameter
-                ),
-                None => d.name.clone(),
-            };
-            chart
-                .draw_series(
-                    LineSeries::new(series.iter().copied(), color.stroke_width(2)).point_size(3),
-                )
-                .map_err(plot_err)?
-                .label(text)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            labelled = true;
-        }
-        if let Some(b) = best.filter(|b| b.value.is_finite()) {
-            chart
-                .draw_series([
-                    Circle::new((b.iteration, b.value), 7, color.filled()),
-                    Circle::new((b.iteration, b.value), 7, BLACK.stroke_width(2)),
-                ])
-                .map_err(plot_err)?;
-        }
+        labelled |= draw_run_scores(&mut chart, d, panel, &y, opts)?;
     }
     if labelled {
         chart
@@ -717,6 +635,127 @@ fn score_panel<DB: DrawingBackend>(
             .map_err(plot_err)?;
     }
     Ok(())
+}
+
+/// The finite `(iteration, score)` series of every parameter set of `d` in `panel`.
+fn parameter_series(d: &RunData, panel: &Panel) -> Vec<Vec<(u64, f64)>> {
+    d.scores
+        .parameter_names()
+        .into_iter()
+        .map(|p| {
+            d.scores
+                .series(&panel.dataset, p, &panel.criterion)
+                .into_iter()
+                .filter(|(_, v)| v.is_finite())
+                .collect()
+        })
+        .collect()
+}
+
+/// The y range of `panel`: every value drawn in it, padded, with room for the legend.
+fn score_range<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    data: &[RunData],
+    panel: &Panel,
+    opts: &Options,
+) -> Range<f64> {
+    let key = panel.key();
+    let mut values: Vec<f64> = Vec::new();
+    for d in data {
+        values.extend(
+            d.best_per_iteration
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .map(|p| p.1),
+        );
+        values.extend(d.best.get(&key).map(|b| b.value).filter(|v| v.is_finite()));
+        if opts.all_parameters {
+            values.extend(
+                parameter_series(d, panel)
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p.1),
+            );
+        }
+    }
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let entries = data
+        .iter()
+        .filter(|d| d.best_per_iteration.contains_key(&key))
+        .count();
+    // The legend goes where curves of this criterion are not expected: low for
+    // higher-is-better scores, which rise, and high for the others.
+    let room = legend_fraction(area.dim_in_pixel().1, entries);
+    if panel.higher_is_better {
+        with_legend_room(padded(lo, hi), 0.0, room)
+    } else {
+        with_legend_room(padded(lo, hi), room, 0.0)
+    }
+}
+
+/// Draws the scores of run `d` in `panel` (every parameter's faintly with
+/// `--all-parameters`, the best per iteration, the best iteration marked); returns whether
+/// it added a legend entry.
+fn draw_run_scores<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordu64, RangedCoordf64>>,
+    d: &RunData,
+    panel: &Panel,
+    y: &Range<f64>,
+    opts: &Options,
+) -> Result<bool> {
+    let key = panel.key();
+    let color = d.color;
+    if opts.all_parameters {
+        for series in parameter_series(d, panel) {
+            chart
+                .draw_series(LineSeries::new(series, color.mix(0.3)))
+                .map_err(plot_err)?;
+        }
+    }
+    let best = d.best.get(&key);
+    if let Some(b) = best {
+        // The best iteration: a faint vertical line under the marker.
+        chart
+            .draw_series(LineSeries::new(
+                [(b.iteration, y.start), (b.iteration, y.end)],
+                color.mix(0.35),
+            ))
+            .map_err(plot_err)?;
+    }
+    let mut labelled = false;
+    if let Some(series) = d.best_per_iteration.get(&key) {
+        let text = match best {
+            Some(b) => format!(
+                "{}: best {} @ {} ({})",
+                d.name,
+                runs::fmt_num(b.value),
+                b.iteration,
+                b.parameter
+            ),
+            None => d.name.clone(),
+        };
+        chart
+            .draw_series(
+                LineSeries::new(series.iter().copied(), color.stroke_width(2)).point_size(3),
+            )
+            .map_err(plot_err)?
+            .label(text)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        labelled = true;
+    }
+    if let Some(b) = best.filter(|b| b.value.is_finite()) {
+        chart
+            .draw_series([
+                Circle::new((b.iteration, b.value), 7, color.filled()),
+                Circle::new((b.iteration, b.value), 7, BLACK.stroke_width(2)),
+            ])
+            .map_err(plot_err)?;
+    }
+    Ok(labelled)
 }
 
 #[cfg(test)]

@@ -23,13 +23,14 @@
 //! `state.json`'s checksum matches); `retrieve_weights` checks every file's CRC32C.
 //!
 //! ```no_run
+//! use dacapo_core::RunName;
 //! use dacapo_store::WeightsStore;
 //! use dacapo_store_object::ObjectWeightsStore;
 //!
-//! # fn main() -> dacapo_store::Result<()> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // Credentials, endpoint and region come from AWS_* environment variables.
 //! let store = ObjectWeightsStore::from_url("s3://bucket/dacapo")?;
-//! println!("{:?}", store.latest_iteration("my-run")?);
+//! println!("{:?}", store.latest_iteration(&RunName::new("my-run")?)?);
 //! # Ok(())
 //! # }
 //! ```
