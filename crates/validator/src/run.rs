@@ -15,12 +15,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dacapo_core::RunName;
 use dacapo_core::config::{ArchitectureConfig, RunConfig};
 use dacapo_core::{Criterion, ParameterSet, Score, ValidationIterationScores, ValidationMeta};
 use dacapo_data::{Dataset, OpenOptions, WriteOptions, ensure_synthetic, write_array};
 use dacapo_models::{Padding as NetPadding, Task, UNet, UNetConfig};
-use dacapo_runtime::Validate;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use dacapo_runtime::memory::{self, Pass};
+use dacapo_runtime::progress::BlockProgress;
+use dacapo_runtime::{Progress, Validate};
+use dacapo_store::layout;
 use ndarray::{Array2, ArrayD, ArrayViewD, Axis, Slice, Zip};
 use rayon::prelude::*;
 
@@ -29,8 +32,6 @@ use crate::blockwise::{BlockSpec, block_count, predict_blockwise};
 use crate::postprocess::{Parameters, PostProcessor, Segmentation};
 use crate::snapshot;
 
-/// Name of the directory of validation predictions inside a run's directory.
-pub const PREDICTIONS_DIR: &str = "validation";
 /// Array path of a prediction inside its `<dataset>.zarr` container.
 pub const PREDICTION_ARRAY: &str = "prediction";
 /// Largest spatial input block of 2D networks (per axis) without `validation.block_shape`:
@@ -179,16 +180,23 @@ pub(crate) fn predict_block(
         .to_owned())
 }
 
-/// A progress bar of `total` blocks nested in `multi`.
-pub(crate) fn block_bar(multi: &MultiProgress, total: usize, prefix: String) -> ProgressBar {
-    let bar = multi.add(ProgressBar::new(total as u64));
-    bar.set_style(
-        ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} blocks  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(prefix);
-    bar
+/// Refuses `blocks` if predicting one would not fit in the memory this process may use
+/// (see [`dacapo_runtime::memory`]).
+pub(crate) fn check_block_memory(
+    net: &UNetConfig,
+    blocks: &NetworkBlocks,
+) -> Result<(), ValidatorError> {
+    let input = blocks.spec.input_block();
+    memory::check(
+        memory::estimate(net, &input, 1, Pass::Prediction),
+        &format!("prediction blocks of {input:?}"),
+    )?;
+    Ok(())
+}
+
+/// A block callback for [`predict_blockwise`] that reports to `progress`.
+pub(crate) fn report_blocks(progress: &mut dyn BlockProgress) -> impl FnMut(usize, usize) + '_ {
+    move |done: usize, _total: usize| progress.set(done as u64)
 }
 
 /// A parameter id and the criteria values of its segmentation.
@@ -248,9 +256,8 @@ impl ValidationData {
             let lo = off.max(0);
             let hi = (off + g as i64).min(n as i64);
             if hi <= lo {
-                return Err(ValidatorError::Dataset {
+                return Err(ValidatorError::NoOverlap {
                     dataset: d.name().to_owned(),
-                    message: "gt does not overlap raw: nothing to score".into(),
                 });
             }
             begin.push(lo as usize);
@@ -311,7 +318,7 @@ impl Default for ValidatorOptions {
 /// Validates checkpoints of one run on its validation datasets (see the module docs).
 #[derive(Debug)]
 pub struct RunValidator {
-    run: String,
+    run: RunName,
     root: PathBuf,
     data: Vec<ValidationData>,
     post: PostProcessor,
@@ -354,7 +361,7 @@ impl RunValidator {
             .collect::<Result<Vec<_>, ValidatorError>>()?;
         let post = PostProcessor::from_task(&config.task, arch.dims);
         Ok(Self {
-            run: config.run.name.as_str().to_owned(),
+            run: config.run.name.clone(),
             root: config.stores.root.clone(),
             data,
             parameters: post.parameters(),
@@ -378,17 +385,17 @@ impl RunValidator {
 
     /// Directory of the predictions of checkpoint `iteration`.
     pub fn predictions_dir(&self, iteration: u64) -> PathBuf {
-        predictions_dir(&self.root, &self.run, iteration)
+        layout::predictions_dir(&self.root, &self.run, iteration)
     }
 
-    /// Scores of `model` (checkpoint `iteration`) on every validation dataset, with one
-    /// progress bar per dataset nested in `progress`.
+    /// Scores of `model` (checkpoint `iteration`) on every validation dataset; the prediction
+    /// of each dataset is reported to `progress`.
     pub fn validate_model(
         &mut self,
         iteration: u64,
         model: &UNet,
         task: &Task,
-        progress: &MultiProgress,
+        progress: &dyn Progress,
     ) -> Result<ValidationIterationScores, ValidatorError> {
         let mut scores = BTreeMap::new();
         for i in 0..self.data.len() {
@@ -396,10 +403,10 @@ impl RunValidator {
             let per_parameter = self
                 .validate_dataset(i, iteration, model, task, progress)
                 .map_err(|e| match e {
-                    e @ ValidatorError::Dataset { .. } => e,
+                    e @ (ValidatorError::Dataset { .. } | ValidatorError::NoOverlap { .. }) => e,
                     e => ValidatorError::Dataset {
                         dataset: name.clone(),
-                        message: e.to_string(),
+                        source: Box::new(e),
                     },
                 })?;
             scores.insert(name, per_parameter);
@@ -414,21 +421,22 @@ impl RunValidator {
         iteration: u64,
         model: &UNet,
         task: &Task,
-        progress: &MultiProgress,
+        progress: &dyn Progress,
     ) -> Result<ParameterScores, ValidatorError> {
         let loaded = self.data[i].load()?;
         let dataset = &self.data[i].dataset;
         let name = dataset.name();
         let spatial = &loaded.raw.shape()[1..];
         let blocks = network_blocks(model.config(), self.block_shape.as_deref(), spatial)?;
-        let bar = block_bar(
-            progress,
-            block_count(spatial, &blocks.spec),
-            format!("validate {iteration} {name}"),
-        );
-        let mut report = |done: usize, _total: usize| bar.set_position(done as u64);
-        let prediction = predict_array(model, task, loaded.raw.view(), &blocks, Some(&mut report))?;
-        bar.finish_and_clear();
+        check_block_memory(model.config(), &blocks)?;
+        let prediction = {
+            let mut blocks_done = progress.blocks(
+                &format!("validate {iteration} {name}"),
+                block_count(spatial, &blocks.spec) as u64,
+            );
+            let mut report = report_blocks(&mut *blocks_done);
+            predict_array(model, task, loaded.raw.view(), &blocks, Some(&mut report))?
+        };
         if self.options.write_predictions {
             let container = self.predictions_dir(iteration).join(format!("{name}.zarr"));
             write_prediction(&container, &prediction, dataset, iteration)?;
@@ -553,13 +561,6 @@ impl RunValidator {
     }
 }
 
-/// Directory of the validation predictions of checkpoint `iteration` of `run` under `root`.
-pub fn predictions_dir(root: &Path, run: &str, iteration: u64) -> PathBuf {
-    root.join(run)
-        .join(PREDICTIONS_DIR)
-        .join(iteration.to_string())
-}
-
 /// Sets voxels outside `mask` to background in every part of `seg`.
 fn mask_segmentation(seg: &mut Segmentation, mask: &ArrayD<bool>) {
     let clear_labels = |labels: &mut ArrayD<u64>| {
@@ -632,7 +633,7 @@ impl Validate for RunValidator {
         iteration: u64,
         model: &UNet,
         task: &Task,
-        progress: &MultiProgress,
+        progress: &dyn Progress,
     ) -> Result<ValidationIterationScores, Box<dyn std::error::Error + Send + Sync>> {
         Ok(self.validate_model(iteration, model, task, progress)?)
     }
@@ -694,7 +695,7 @@ mod tests {
             thresholds: vec![0.0, 0.5],
         };
         RunValidator {
-            run: "r".into(),
+            run: RunName::new("r").unwrap(),
             root: root.to_owned(),
             data: Vec::new(),
             parameters: post.parameters(),

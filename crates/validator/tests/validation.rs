@@ -8,19 +8,14 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use burn::tensor::Device;
-use common::{Recording, quiet, run_dir, stores, tiny_config};
+use common::{Recording, quiet, run_dir, run_name, stores, tiny_config};
 use dacapo_core::{ValidationIterationScores, ValidationMeta};
 use dacapo_data::{Dataset, OpenOptions, ZarrArray};
 use dacapo_models::{Task, UNet, model_to_tensors};
-use dacapo_runtime::{NoValidation, Validate, build_model, load_best};
+use dacapo_runtime::{NoProgress, NoValidation, Progress, Validate, build_model, load_best};
 use dacapo_trainer::{TrainerError, train};
 use dacapo_validator::RunValidator;
 use dacapo_validator::run::{network_blocks, predict_array};
-use indicatif::{MultiProgress, ProgressDrawTarget};
-
-fn hidden() -> MultiProgress {
-    MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
-}
 
 fn close(a: f64, b: f64) -> bool {
     (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-9 * a.abs().max(1.0)
@@ -57,7 +52,7 @@ fn best_records_point_to_kept_checkpoints() {
 
     let scores = stores
         .stats
-        .retrieve_validation_iteration_scores("best")
+        .retrieve_validation_iteration_scores(&run_name("best"))
         .unwrap();
     let iterations: Vec<u64> = scores.scores().iter().map(|s| s.iteration).collect();
     assert_eq!(iterations, [2, 4, 6]);
@@ -95,13 +90,16 @@ fn best_records_point_to_kept_checkpoints() {
 
     // Every best record is the in-memory best, at the path retrieve_best reads, and points to
     // a committed checkpoint that retention kept.
-    let kept = stores.weights.iterations("best").unwrap();
+    let kept = stores.weights.iterations(&run_name("best")).unwrap();
     let mut best_iterations = BTreeSet::new();
     for criterion in &scores.meta.criteria {
         let name = &criterion.name;
         match scores.best("val", name) {
             Some(best) => {
-                let record = stores.weights.retrieve_best("best", "val", name).unwrap();
+                let record = stores
+                    .weights
+                    .retrieve_best(&run_name("best"), "val", name)
+                    .unwrap();
                 assert_eq!(record.iteration, best.iteration, "{name}");
                 assert_eq!(record.parameter, best.parameter, "{name}");
                 assert!(close(record.value, best.value), "{name}");
@@ -113,7 +111,12 @@ fn best_records_point_to_kept_checkpoints() {
                 assert_eq!(json["iteration"], record.iteration, "{}", path.display());
                 best_iterations.insert(record.iteration);
             }
-            None => assert!(stores.weights.retrieve_best("best", "val", name).is_err()),
+            None => assert!(
+                stores
+                    .weights
+                    .retrieve_best(&run_name("best"), "val", name)
+                    .is_err()
+            ),
         }
     }
     // keep_last = 1: the newest checkpoint plus the best ones, nothing else.
@@ -145,15 +148,16 @@ fn best_records_point_to_kept_checkpoints() {
 
     // load_best loads exactly the recorded checkpoint, and re-validating it gives its scores.
     let (model, task) = build_model(&config, &Device::flex()).unwrap();
-    let (loaded, record) = load_best(&*stores.weights, "best", "val", "dice", model).unwrap();
+    let (loaded, record) =
+        load_best(&*stores.weights, &run_name("best"), "val", "dice", model).unwrap();
     let stored = stores
         .weights
-        .retrieve_weights("best", record.iteration)
+        .retrieve_weights(&run_name("best"), record.iteration)
         .unwrap();
     assert_eq!(model_to_tensors(&loaded).unwrap(), stored.model);
     let mut again = RunValidator::new(&config).unwrap();
     let rescored = again
-        .validate_model(record.iteration, &loaded, &task, &hidden())
+        .validate_model(record.iteration, &loaded, &task, &NoProgress)
         .unwrap();
     let original = scores
         .scores()
@@ -173,7 +177,7 @@ fn resumed_run_keeps_the_validation_of_its_checkpoint() {
     assert_eq!(v.validated, [2, 4]);
     let before = stores
         .stats
-        .retrieve_validation_iteration_scores("resume")
+        .retrieve_validation_iteration_scores(&run_name("resume"))
         .unwrap();
 
     // train_until may change; the run resumes from checkpoint 4 and validates only 6.
@@ -184,7 +188,7 @@ fn resumed_run_keeps_the_validation_of_its_checkpoint() {
     assert_eq!(v.validated, [6]);
     let after = stores
         .stats
-        .retrieve_validation_iteration_scores("resume")
+        .retrieve_validation_iteration_scores(&run_name("resume"))
         .unwrap();
     let iterations: Vec<u64> = after.scores().iter().map(|s| s.iteration).collect();
     assert_eq!(iterations, [2, 4, 6]);
@@ -204,7 +208,7 @@ fn checkpoint_never_validated_is_validated_on_resume() {
     assert_eq!(v.validated, [4, 6]);
     let scores = stores
         .stats
-        .retrieve_validation_iteration_scores("late")
+        .retrieve_validation_iteration_scores(&run_name("late"))
         .unwrap();
     let iterations: Vec<u64> = scores.scores().iter().map(|s| s.iteration).collect();
     assert_eq!(iterations, [4, 6]);
@@ -245,7 +249,7 @@ impl Validate for BreakFirst {
         iteration: u64,
         model: &UNet,
         task: &Task,
-        progress: &MultiProgress,
+        progress: &dyn Progress,
     ) -> Result<ValidationIterationScores, Box<dyn std::error::Error + Send + Sync>> {
         assert!(corrupt_chunks(&self.dir) > 0);
         self.inner.validate(iteration, model, task, progress)
@@ -275,18 +279,27 @@ fn unreadable_validation_data_stops_the_run_after_the_commit() {
     assert!(msg.contains("raw_val"), "{msg}");
     assert!(msg.contains("validation dataset \"val\""), "{msg}");
     // The checkpoint and the stats up to it are stored; no scores or best records were.
-    assert_eq!(stores.weights.latest_iteration("broken").unwrap(), Some(2));
-    let stats = stores.stats.retrieve_training_stats("broken").unwrap();
+    assert_eq!(
+        stores
+            .weights
+            .latest_iteration(&run_name("broken"))
+            .unwrap(),
+        Some(2)
+    );
+    let stats = stores
+        .stats
+        .retrieve_training_stats(&run_name("broken"))
+        .unwrap();
     assert_eq!(stats.trained_until(), 2);
     let scores = stores
         .stats
-        .retrieve_validation_iteration_scores("broken")
+        .retrieve_validation_iteration_scores(&run_name("broken"))
         .unwrap();
     assert!(scores.scores().is_empty());
     assert!(
         stores
             .weights
-            .retrieve_best("broken", "val", "dice")
+            .retrieve_best(&run_name("broken"), "val", "dice")
             .is_err()
     );
 }
@@ -337,7 +350,10 @@ fn resume_restores_best_records_that_lag_the_scores() {
         &mut RunValidator::new(&config).unwrap(),
     )
     .unwrap();
-    let dice = stores.weights.retrieve_best("lag", "val", "dice").unwrap();
+    let dice = stores
+        .weights
+        .retrieve_best(&run_name("lag"), "val", "dice")
+        .unwrap();
     // As if the trainer died after storing the scores of checkpoint 4 but before its records.
     std::fs::remove_file(run_dir(&config).join("val").join("dice.json")).unwrap();
     let mut v = Recording::new(RunValidator::new(&config).unwrap());
@@ -345,7 +361,10 @@ fn resume_restores_best_records_that_lag_the_scores() {
     assert_eq!(summary.resumed_from, 4);
     assert!(v.validated.is_empty());
     assert_eq!(
-        stores.weights.retrieve_best("lag", "val", "dice").unwrap(),
+        stores
+            .weights
+            .retrieve_best(&run_name("lag"), "val", "dice")
+            .unwrap(),
         dice
     );
 }
