@@ -149,6 +149,76 @@ fn trajectory_hash_ignores_schedule_but_not_training() {
 }
 
 #[test]
+fn trajectory_hashes_of_existing_runs_are_unchanged() {
+    // Hashes written into checkpoints before the post-processing keys existed: a run trained
+    // then must still resume, so adding keys must not change them.
+    let cases = [
+        ("kind = \"distance\"", "a3b4c272b410ae806e76f6be2edc5529"),
+        ("kind = \"affinities\"", "5e173067f7b366d0d5e85c7a2b2f4695"),
+        (
+            "kind = \"affinities\"\nneighborhood = [[1, 0], [0, 1], [3, 0], [0, 3]]\n\
+             loss = \"mse\"\nbiases = [0.5, 0.7]",
+            "b45465f550c79201e0fdd4e668833e62",
+        ),
+        (
+            "kind = \"binary\"\nthresholds = [0.5]",
+            "a2daab17611135f61e9ae86e2ebc8908",
+        ),
+        (
+            "kind = \"one_hot\"\nclasses = [\"bg\", \"fg\"]",
+            "0c4e72a9a29ad5f272c6a52db84ae992",
+        ),
+    ];
+    for (task, hash) in cases {
+        let c = parse(&MINIMAL.replace("kind = \"distance\"", task)).unwrap();
+        assert_eq!(c.trajectory_hash(), hash, "{task}");
+    }
+}
+
+#[test]
+fn post_processing_keys_are_not_hashed() {
+    let affinities = MINIMAL.replace("kind = \"distance\"", "kind = \"affinities\"");
+    let base = parse(&affinities).unwrap();
+    let changed = parse(&format!(
+        "{}\n[validation]\nmin_sizes = [0, 7]\n",
+        affinities.replace(
+            "kind = \"affinities\"",
+            "kind = \"affinities\"\npost_process = \"watershed\"\nthresholds = [0.3]",
+        )
+    ))
+    .unwrap();
+    let TaskConfig::Affinities {
+        post_process,
+        thresholds,
+        ..
+    } = &changed.task
+    else {
+        panic!("expected affinities")
+    };
+    assert_eq!(*post_process, AffinityPostProcess::Watershed);
+    assert_eq!(thresholds, &[0.3]);
+    assert_eq!(changed.validation.min_sizes, [0, 7]);
+    assert_eq!(base.trajectory_hash(), changed.trajectory_hash());
+    // The distance task's `thresholds` were always hashed and stay so.
+    let other = parse(&MINIMAL.replace(
+        "kind = \"distance\"",
+        "kind = \"distance\"\nthresholds = [0.1]",
+    ))
+    .unwrap();
+    assert_ne!(
+        parse(MINIMAL).unwrap().trajectory_hash(),
+        other.trajectory_hash()
+    );
+    let err = parse(&affinities.replace(
+        "kind = \"affinities\"",
+        "kind = \"affinities\"\npost_process = \"waterz\"",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("waterz") && err.contains("watershed"), "{err}");
+}
+
+#[test]
 fn toml_round_trip() {
     let c = parse(MINIMAL).unwrap();
     let again = parse(&c.to_toml()).unwrap();
@@ -177,6 +247,20 @@ fn empty_or_non_finite_sweeps_are_rejected() {
     );
     let err = parse(&text).unwrap_err().to_string();
     assert!(err.contains("task.biases"), "{err}");
+    let text = MINIMAL.replace(
+        "kind = \"distance\"",
+        "kind = \"affinities\"\nthresholds = []",
+    );
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("task.thresholds"), "{err}");
+    let err = parse(&format!("{MINIMAL}\n[validation]\nmin_sizes = []\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("validation.min_sizes"), "{err}");
+    let err = parse(&format!("{MINIMAL}\n[validation]\nmin_sizes = [-1]\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("min_sizes"), "{err}");
 }
 
 #[test]
