@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 use crate::ValidatorError;
 use crate::blockwise::{BlockSpec, block_count, predict_blockwise};
-use crate::postprocess::{Parameters, PostProcessor, Segmentation};
+use crate::postprocess::{Parameters, PostProcessor, Prepared, Segmentation, Sweep};
 
 /// Name of the directory of validation predictions inside a run's directory.
 pub const PREDICTIONS_DIR: &str = "validation";
@@ -331,7 +331,7 @@ impl RunValidator {
                 })
             })
             .collect::<Result<Vec<_>, ValidatorError>>()?;
-        let post = PostProcessor::from_task(&config.task, arch.dims);
+        let post = PostProcessor::from_task(&config.task, &config.validation.min_sizes, arch.dims);
         Ok(Self {
             run: config.run.name.as_str().to_owned(),
             root: config.stores.root.clone(),
@@ -419,48 +419,82 @@ impl RunValidator {
         self.score(region, &loaded, dataset.voxel_size())
     }
 
-    /// Post-processes `prediction` (the scored region) for every parameter set and scores it,
-    /// running as many parameter sets at once as the memory budget allows.
+    /// Post-processes `prediction` (the scored region) for every parameter set and scores it.
+    ///
+    /// The parameter sets of one swept value share its segmentation, which each minimum size
+    /// then filters; as many swept values run at once as the memory budget allows.
     fn score(
         &self,
         prediction: ArrayViewD<f32>,
         loaded: &Loaded,
         voxel_size: &[f64],
     ) -> Result<BTreeMap<String, BTreeMap<String, Score>>, ValidatorError> {
-        let voxels = loaded.gt.len() as u64;
         let channels = prediction.len_of(Axis(0)) as u64;
-        let per_set = voxels
-            .saturating_mul(POSTPROCESS_BYTES_PER_VOXEL + channels)
+        let prepared = self.post.prepare(prediction)?;
+        let groups = group_by_sweep(&self.parameters);
+        let voxels = loaded.gt.len() as u64;
+        // A swept value holds its segmentation and one filtered copy.
+        let per_group = voxels
+            .saturating_mul(2 * POSTPROCESS_BYTES_PER_VOXEL + channels)
             .max(1);
-        let at_once = ((self.options.postprocess_memory / per_set) as usize)
-            .clamp(1, self.parameters.len().max(1));
+        let at_once =
+            ((self.options.postprocess_memory / per_group) as usize).clamp(1, groups.len().max(1));
         let mut out = BTreeMap::new();
-        for wave in self.parameters.chunks(at_once) {
-            let results: Vec<Result<Scored, ValidatorError>> = wave
+        for wave in groups.chunks(at_once) {
+            let results: Vec<Result<Vec<Scored>, ValidatorError>> = wave
                 .par_iter()
-                .map(|p| {
-                    let mut seg = self.post.apply(prediction.view(), p)?;
-                    if let Some(mask) = &loaded.mask {
-                        mask_segmentation(&mut seg, mask);
-                    }
-                    Ok((p.id(), seg.evaluate(loaded.gt.view(), voxel_size)?))
-                })
+                .map(|(sweep, group)| self.score_group(&prepared, sweep, group, loaded, voxel_size))
                 .collect();
             for r in results {
-                let (id, values) = r?;
-                let values = self
-                    .criteria
-                    .iter()
-                    .map(|(c, _)| {
-                        let v = values.get(*c).copied().unwrap_or(f64::NAN);
-                        ((*c).to_owned(), Score(v))
-                    })
-                    .collect();
-                out.insert(id, values);
+                for (id, values) in r? {
+                    let values = self
+                        .criteria
+                        .iter()
+                        .map(|(c, _)| {
+                            let v = values.get(*c).copied().unwrap_or(f64::NAN);
+                            ((*c).to_owned(), Score(v))
+                        })
+                        .collect();
+                    out.insert(id, values);
+                }
             }
         }
         Ok(out)
     }
+
+    /// Scores the parameter sets `group`, which share the swept value `sweep`.
+    fn score_group(
+        &self,
+        prepared: &Prepared,
+        sweep: &Sweep,
+        group: &[Parameters],
+        loaded: &Loaded,
+        voxel_size: &[f64],
+    ) -> Result<Vec<Scored>, ValidatorError> {
+        let segmentation = prepared.segment(sweep)?;
+        group
+            .iter()
+            .map(|p| {
+                let mut seg = prepared.without_small(segmentation.clone(), p.min_size)?;
+                if let Some(mask) = &loaded.mask {
+                    mask_segmentation(&mut seg, mask);
+                }
+                Ok((p.id(), seg.evaluate(loaded.gt.view(), voxel_size)?))
+            })
+            .collect()
+    }
+}
+
+/// `parameters` grouped by swept value, in order of first appearance.
+fn group_by_sweep(parameters: &[Parameters]) -> Vec<(Sweep, Vec<Parameters>)> {
+    let mut groups: Vec<(Sweep, Vec<Parameters>)> = Vec::new();
+    for p in parameters {
+        match groups.iter_mut().find(|(s, _)| *s == p.sweep) {
+            Some((_, group)) => group.push(*p),
+            None => groups.push((p.sweep, vec![*p])),
+        }
+    }
+    groups
 }
 
 /// Directory of the validation predictions of checkpoint `iteration` of `run` under `root`.
@@ -570,6 +604,7 @@ mod tests {
     fn validator(root: &Path, keep_predictions: bool) -> RunValidator {
         let post = PostProcessor::Distance {
             thresholds: vec![0.0, 0.5],
+            min_sizes: vec![0],
         };
         RunValidator {
             run: "r".into(),

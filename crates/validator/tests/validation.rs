@@ -62,16 +62,18 @@ fn best_records_point_to_kept_checkpoints() {
     assert_eq!(iterations, [2, 4, 6]);
     assert_eq!(scores.meta.datasets, ["val"]);
     let params: Vec<&str> = scores.parameter_names();
-    assert_eq!(
-        params,
-        [
-            "threshold=-0.5",
-            "threshold=-0.25",
-            "threshold=0",
-            "threshold=0.25",
-            "threshold=0.5"
-        ]
-    );
+    // Each default threshold with each default minimum component size (0 written without).
+    let expected: Vec<String> = ["-0.5", "-0.25", "0", "0.25", "0.5"]
+        .iter()
+        .flat_map(|t| {
+            [
+                format!("threshold={t}"),
+                format!("threshold={t},min_size=25"),
+                format!("threshold={t},min_size=100"),
+            ]
+        })
+        .collect();
+    assert_eq!(params, expected);
     assert_eq!(scores.meta.criteria.len(), 13);
     let dice = scores
         .meta
@@ -88,7 +90,7 @@ fn best_records_point_to_kept_checkpoints() {
         .unwrap();
     assert!(!voi.higher_is_better);
     for s in scores.scores() {
-        assert_eq!(s.scores["val"].len(), 5);
+        assert_eq!(s.scores["val"].len(), 15);
         assert!(s.scores["val"].values().all(|c| c.len() == 13));
     }
 
