@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
@@ -23,6 +23,10 @@ pub struct BenchArgs {
     /// Smaller sizes, for a quick smoke run.
     #[arg(long)]
     quick: bool,
+    /// A Python with torch: also run the PyTorch reference of each training-step workload
+    /// (crates/models/benches/torch_unet_step.py) and print torch/ours.
+    #[arg(long, value_name = "PYTHON")]
+    torch: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -38,6 +42,7 @@ fn targets(suite: Suite) -> Vec<(&'static str, &'static str)> {
     let all = [
         (Suite::Stores, ("dacapo-store", "stores")),
         (Suite::Train, ("dacapo-models", "train_step")),
+        (Suite::Train, ("dacapo-trainer", "iteration")),
         (Suite::Predict, ("dacapo-validator", "predict")),
     ];
     all.into_iter()
@@ -74,6 +79,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             bail!("cargo bench -p {package} --bench {bench} failed with {status}");
         }
     }
+    let torch = match &args.torch {
+        Some(python) => torch_side(python, &results)?,
+        None => Vec::new(),
+    };
+    results.extend(torch.iter().cloned());
     let out_dir = root().join("target").join("bench");
     std::fs::create_dir_all(&out_dir)?;
     let out = out_dir.join("latest.jsonl");
@@ -81,10 +91,86 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     std::fs::write(&out, text).with_context(|| format!("cannot write {}", out.display()))?;
     println!("\n{}", table(&results));
     eprintln!("xtask: results saved to {}", out.display());
+    if !torch.is_empty() {
+        println!("\n{}", torch_table(&results));
+    }
     if let Some(path) = &args.compare {
         println!("\n{}", compare(&results, path)?);
     }
     Ok(())
+}
+
+/// Runs the PyTorch reference of every training-step workload in `results` with `python`,
+/// on the same input size and thread count.
+fn torch_side(python: &Path, results: &[Value]) -> Result<Vec<Value>> {
+    let script = root().join("crates/models/benches/torch_unet_step.py");
+    let mut out = Vec::new();
+    for v in results {
+        let dims = match v.get("workload").and_then(Value::as_str) {
+            Some("train_step_2d") => 2,
+            Some("train_step_3d") => 3,
+            _ => continue,
+        };
+        let size = v.pointer("/input/2").and_then(Value::as_u64).unwrap_or(256);
+        let threads = v.get("threads").and_then(Value::as_u64).unwrap_or(1);
+        let mut cmd = Command::new(python);
+        cmd.arg(&script)
+            .args([size.to_string(), threads.to_string(), dims.to_string()]);
+        eprintln!("xtask: running {cmd:?}");
+        let output = cmd
+            .output()
+            .with_context(|| format!("cannot run {}", python.display()))?;
+        if !output.status.success() {
+            bail!(
+                "the PyTorch reference failed ({}); --torch needs a Python with torch \
+                 installed:\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        let line = text.lines().last().unwrap_or_default();
+        println!("{line}");
+        let parsed: Value = serde_json::from_str(line)
+            .with_context(|| format!("the PyTorch reference printed {line:?}, not JSON"))?;
+        out.push(parsed);
+    }
+    Ok(out)
+}
+
+/// torch/ours per training-step workload (above 1: we are faster).
+fn torch_table(results: &[Value]) -> String {
+    let is_torch = |v: &Value| {
+        v.get("impl")
+            .and_then(Value::as_str)
+            .is_some_and(|i| i.starts_with("torch"))
+    };
+    let median = |v: &Value| v.get("median_s").and_then(Value::as_f64);
+    let mut out = String::from(
+        "| workload | ours (s) | torch (s) | torch/ours | ours peak RSS (MB) | torch peak RSS (MB) |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for theirs in results.iter().filter(|v| is_torch(v)) {
+        let workload = theirs.get("workload");
+        let Some(ours) = results
+            .iter()
+            .find(|v| !is_torch(v) && v.get("workload") == workload)
+        else {
+            continue;
+        };
+        let (Some(a), Some(b)) = (median(ours), median(theirs)) else {
+            continue;
+        };
+        let rss = |v: &Value| v.get("peak_rss_mb").map_or("?".into(), Value::to_string);
+        out.push_str(&format!(
+            "| {} | {a:.4} | {b:.4} | {:.2} | {} | {} |\n",
+            workload.and_then(Value::as_str).unwrap_or("?"),
+            b / a,
+            rss(ours),
+            rss(theirs)
+        ));
+    }
+    out
 }
 
 /// The headline number of a result and its unit.

@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use dacapo_core::config::Backend;
 use dacapo_data::{Normalizer, ZarrArray};
+use dacapo_runtime::{Stores, backend, build_model, load_weights};
 use dacapo_store::{BestRecord, WeightsStore};
-use dacapo_trainer::{Stores, backend, build_model, load_weights};
 use dacapo_validator::{PredictJob, ZarrPath, predict_zarr};
 use indicatif::{MultiProgress, ProgressDrawTarget};
 

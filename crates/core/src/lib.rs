@@ -7,10 +7,13 @@
 
 pub mod config;
 pub mod error;
+pub mod memory;
 pub mod name;
 pub mod scores;
 pub mod stats;
 pub mod tensor;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use config::RunConfig;
 pub use error::CoreError;

@@ -26,6 +26,18 @@ pub fn accelerated(device: &Device, dtype: DType) -> bool {
     *device == Device::flex() && dtype == DType::F32
 }
 
+/// Whether a layer on `x` with `weight` and `bias` runs on the kernels: flex, all `f32`.
+fn use_kernels<const D: usize>(
+    x: &Tensor<D>,
+    weight: &Tensor<D>,
+    bias: Option<&Tensor<1>>,
+) -> bool {
+    let dtype = x.dtype();
+    accelerated(&x.device(), dtype)
+        && weight.dtype() == dtype
+        && bias.is_none_or(|b| b.dtype() == dtype)
+}
+
 /// Spatial axes of a rank-`D` batch tensor, or a panic for ranks this crate has no layer for.
 fn spatial_axes<const D: usize>() -> usize {
     match D {
@@ -99,7 +111,7 @@ pub fn conv<const D: usize>(
         kernel: triple::<D>(&wd[2..], 1),
         pad,
     };
-    if accelerated(&x.device(), x.dtype()) && wd[1] == xd[1] && shape.supported() {
+    if use_kernels(&x, &weight, bias.as_ref()) && wd[1] == xd[1] && shape.supported() {
         let bias = bias_or_zeros(bias, wd[0], &x.device());
         let y = <Dispatch as KernelOps>::dacapo_conv(
             to5(x).into_dispatch(),
@@ -132,7 +144,7 @@ pub fn conv_transpose<const D: usize>(
     relu: bool,
 ) -> Tensor<D> {
     let (xd, wd) = (x.dims(), weight.dims());
-    if accelerated(&x.device(), x.dtype()) && wd[0] == xd[1] {
+    if use_kernels(&x, &weight, bias.as_ref()) && wd[0] == xd[1] {
         let bias = bias_or_zeros(bias, wd[1], &x.device());
         let y = <Dispatch as KernelOps>::dacapo_conv_transpose(
             to5(x).into_dispatch(),

@@ -174,14 +174,29 @@ impl KernelOps for Flex {
     }
 }
 
-/// The gradient flowing into a layer's pre-activation: through the ReLU if there is one.
+/// The gradient flowing into a layer's pre-activation: through the ReLU if there is one,
+/// in place when the incoming gradient is not shared.
 fn pre_activation_grad(grad: FlexTensor, y: &Option<FlexTensor>) -> FlexTensor {
-    match y {
-        Some(y) => {
-            let dz = relu_backward(F32s::new(y).get(), F32s::new(&grad).get());
-            tensor(dz, &grad.shape())
+    let Some(y) = y else {
+        return grad;
+    };
+    let n = grad.layout().num_elements();
+    let mut grad = if grad.layout().contiguous_offsets() == Some((0, n)) {
+        grad
+    } else {
+        grad.to_contiguous()
+    };
+    let shape = grad.shape();
+    match grad.try_storage_mut::<f32>() {
+        Some(values) if values.len() == n => {
+            relu_backward(F32s::new(y).get(), values);
+            grad
         }
-        None => grad,
+        _ => {
+            let mut values = F32s::new(&grad).get().to_vec();
+            relu_backward(F32s::new(y).get(), &mut values);
+            tensor(values, &shape)
+        }
     }
 }
 

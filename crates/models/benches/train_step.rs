@@ -12,6 +12,7 @@ use ndarray::{ArrayD, Dimension, IxDyn};
 const WARMUP: usize = 2;
 
 fn bench(name: &str, cfg: UNetConfig, near: &[usize], timed: usize) {
+    dacapo_core::memory::reset_peak_rss();
     let dims = cfg.dims;
     // Distance task = one linear output channel with MSE, as the workload specifies.
     let task = Task::new(
@@ -53,10 +54,13 @@ fn bench(name: &str, cfg: UNetConfig, near: &[usize], timed: usize) {
     let median = times[times.len() / 2];
     let mut out_shape = vec![1, 1];
     out_shape.extend(&output);
+    let peak_rss_mb = dacapo_core::memory::peak_rss_bytes().map_or("null".to_owned(), |b| {
+        format!("{:.1}", b as f64 / 1048576.0)
+    });
     println!(
         "{{\"workload\":\"{name}\",\"n\":{timed},\"median_s\":{median:.4},\"seconds\":{median:.4},\
          \"per_op_ms\":{:.1},\"min_s\":{:.4},\"params\":{params},\"input\":{in_shape:?},\
-         \"output\":{out_shape:?},\"threads\":{},\"backend\":\"flex\"}}",
+         \"output\":{out_shape:?},\"threads\":{},\"backend\":\"flex\",\"peak_rss_mb\":{peak_rss_mb}}}",
         median * 1e3,
         times[0],
         rayon::current_num_threads()

@@ -22,19 +22,19 @@ fn add_bias_relu(values: &mut [f32], bias: f32, relu: bool) {
     }
 }
 
-/// The gradient before a ReLU whose output was `y`: `dy` where `y > 0`, else 0.
-pub fn relu_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
+/// Turns `dy`, the gradient after a ReLU whose output was `y`, into the gradient before it:
+/// `dy` where `y > 0`, else 0.
+pub fn relu_backward(y: &[f32], dy: &mut [f32]) {
     assert_eq!(y.len(), dy.len(), "relu gradient size");
-    let mut dz = vec![0.0f32; dy.len()];
-    dz.par_chunks_mut(ELEMENTWISE_CHUNK)
+    dy.par_chunks_mut(ELEMENTWISE_CHUNK)
         .zip(y.par_chunks(ELEMENTWISE_CHUNK))
-        .zip(dy.par_chunks(ELEMENTWISE_CHUNK))
-        .for_each(|((dz, y), dy)| {
-            for ((d, &y), &g) in dz.iter_mut().zip(y).zip(dy) {
-                *d = if y > 0.0 { g } else { 0.0 };
+        .for_each(|(dy, y)| {
+            for (g, &y) in dy.iter_mut().zip(y) {
+                if y <= 0.0 {
+                    *g = 0.0;
+                }
             }
         });
-    dz
 }
 
 /// Per channel, the sum over batch and pixels of `values` laid out `(batch, channels,
