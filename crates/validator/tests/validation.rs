@@ -361,7 +361,12 @@ fn affinity_runs_sweep_each_post_processing_with_each_min_size() {
     for (post_process, expected) in [
         (
             AffinityPostProcess::Mws,
-            ["bias=0.5", "bias=0.5,min_size=10", "bias=0.9", "bias=0.9,min_size=10"],
+            [
+                "bias=0.5",
+                "bias=0.5,min_size=10",
+                "bias=0.9",
+                "bias=0.9,min_size=10",
+            ],
         ),
         (
             AffinityPostProcess::Watershed,
@@ -400,7 +405,10 @@ fn affinity_runs_sweep_each_post_processing_with_each_min_size() {
         let stored = &scores.scores()[0].scores["val"];
         for id in expected {
             let voi = stored[id]["voi"].0;
-            assert!(voi.is_finite() && voi >= 0.0, "{post_process:?} {id}: voi {voi}");
+            assert!(
+                voi.is_finite() && voi >= 0.0,
+                "{post_process:?} {id}: voi {voi}"
+            );
         }
     }
 }
