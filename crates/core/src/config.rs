@@ -139,6 +139,13 @@ pub enum TaskConfig {
         /// Agglomeration biases swept during validation.
         #[serde(default = "default_biases")]
         biases: Vec<f64>,
+        /// How validation turns affinities into segments (not part of the config hash).
+        #[serde(default)]
+        post_process: AffinityPostProcess,
+        /// Mean-affinity thresholds of the `watershed` agglomeration swept during validation
+        /// (not part of the config hash).
+        #[serde(default = "default_merge_thresholds")]
+        thresholds: Vec<f64>,
     },
     /// Foreground vs background, BCE loss.
     Binary {
@@ -160,6 +167,9 @@ fn default_distance_thresholds() -> Vec<f64> {
     vec![-0.5, -0.25, 0.0, 0.25, 0.5]
 }
 fn default_biases() -> Vec<f64> {
+    vec![0.1, 0.25, 0.5, 0.75, 0.9]
+}
+fn default_merge_thresholds() -> Vec<f64> {
     vec![0.1, 0.25, 0.5, 0.75, 0.9]
 }
 fn default_binary_thresholds() -> Vec<f64> {
@@ -192,6 +202,18 @@ impl TaskConfig {
             TaskConfig::OneHot { .. } => "one_hot",
         }
     }
+}
+
+/// Post-processing of the affinities task in validation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AffinityPostProcess {
+    /// Mutex watershed of all affinities for each of `biases`.
+    #[default]
+    Mws,
+    /// Watershed fragments of the boundary map (distance-transform seeds) agglomerated by mean
+    /// affinity for each of `thresholds` (DaCapo's/lsd's watershed pipeline).
+    Watershed,
 }
 
 /// Loss used by the affinities task.
@@ -547,7 +569,7 @@ impl Default for StoresConfig {
 }
 
 /// The `[validation]` section.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidationConfig {
     /// Spatial shape of a prediction input block (default: the training input shape).
@@ -556,6 +578,25 @@ pub struct ValidationConfig {
     /// Keep prediction zarrs of checkpoints that retention removes.
     #[serde(default)]
     pub keep_predictions: bool,
+    /// Segment sizes (voxels) swept with the task's parameters: instance segments smaller than
+    /// this are merged into their most affine neighbour (affinities) or removed (distance,
+    /// binary); 0 keeps every segment.
+    #[serde(default = "default_min_sizes")]
+    pub min_sizes: Vec<u64>,
+}
+
+fn default_min_sizes() -> Vec<u64> {
+    vec![0, 25, 100]
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            block_shape: None,
+            keep_predictions: false,
+            min_sizes: default_min_sizes(),
+        }
+    }
 }
 
 /// The `[logging]` section: TensorBoard event files written while training. None of it
@@ -785,19 +826,27 @@ impl RunConfig {
             }
             _ => {}
         }
-        let sweep = match &self.task {
+        let sweeps = match &self.task {
             TaskConfig::Distance { thresholds, .. } | TaskConfig::Binary { thresholds } => {
-                Some(("task.thresholds", thresholds))
+                vec![("task.thresholds", thresholds)]
             }
-            TaskConfig::Affinities { biases, .. } => Some(("task.biases", biases)),
-            TaskConfig::OneHot { .. } => None,
+            TaskConfig::Affinities {
+                biases, thresholds, ..
+            } => vec![("task.biases", biases), ("task.thresholds", thresholds)],
+            TaskConfig::OneHot { .. } => Vec::new(),
         };
-        if let Some((field, values)) = sweep
-            && (values.is_empty() || values.iter().any(|v| !v.is_finite()))
-        {
+        for (field, values) in sweeps {
+            if values.is_empty() || values.iter().any(|v| !v.is_finite()) {
+                return invalid(
+                    field,
+                    format!("is {values:?}; give at least one finite value to sweep in validation"),
+                );
+            }
+        }
+        if self.validation.min_sizes.is_empty() {
             return invalid(
-                field,
-                format!("is {values:?}; give at least one finite value to sweep in validation"),
+                "validation.min_sizes",
+                "is empty; give at least one size in voxels (0 keeps every segment)",
             );
         }
         Ok(())
@@ -872,8 +921,8 @@ impl RunConfig {
 
     /// Hash of everything that decides the training trajectory (task, architecture,
     /// trainer, training data, seed): a resumed run with another hash would not be exact.
-    /// `train_until`, intervals, backend, stores, validation and logging settings may change
-    /// freely.
+    /// `train_until`, intervals, backend, stores, validation and logging settings and the
+    /// affinities' `post_process` and `thresholds` may change freely.
     pub fn trajectory_hash(&self) -> String {
         // Settings that cannot change the trajectory stay out, so changing them (or a version
         // that adds such a setting) does not block a resume.
@@ -881,9 +930,17 @@ impl RunConfig {
         if let Some(t) = trainer.as_object_mut() {
             t.remove("prefetch");
         }
+        // The post-processing keys added after the hash existed leave it out; the older
+        // `thresholds`/`biases` of distance, binary and mws stay in, so hashes stored in
+        // existing checkpoints still match.
+        let mut task = serde_json::json!(self.task);
+        if let (TaskConfig::Affinities { .. }, Some(t)) = (&self.task, task.as_object_mut()) {
+            t.remove("post_process");
+            t.remove("thresholds");
+        }
         let relevant = serde_json::json!({
             "seed": self.run.seed,
-            "task": self.task,
+            "task": task,
             "architecture": self.architecture,
             "trainer": trainer,
             "train": self.datasplit.train,

@@ -47,7 +47,8 @@ pub enum ValidatorError {
     },
     /// A parameter id string that does not parse.
     #[error(
-        "invalid parameter id {id:?}: expected \"threshold=<f32>\", \"bias=<f32>\" or \"argmax\""
+        "invalid parameter id {id:?}: expected \"threshold=<f64>\" or \"bias=<f64>\", optionally \
+         followed by \",min_size=<n>\" (n > 0), or \"argmax\""
     )]
     ParameterId {
         /// The offending id.

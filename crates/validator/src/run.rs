@@ -29,7 +29,7 @@ use rayon::prelude::*;
 
 use crate::ValidatorError;
 use crate::blockwise::{BlockSpec, block_count, predict_blockwise};
-use crate::postprocess::{Parameters, PostProcessor, Segmentation};
+use crate::postprocess::{Parameters, PostProcessor, Prepared, Segmentation, Sweep};
 use crate::snapshot;
 
 /// Array path of a prediction inside its `<dataset>.zarr` container.
@@ -201,6 +201,8 @@ pub(crate) fn report_blocks(progress: &mut dyn BlockProgress) -> impl FnMut(usiz
 
 /// A parameter id and the criteria values of its segmentation.
 type Scored = (String, BTreeMap<String, f64>);
+/// A [`Scored`] parameter set with the central slice of its segmentation labels.
+type ScoredSlice = (Scored, Array2<u64>);
 /// Parameter id → criterion → value, for one dataset.
 type ParameterScores = BTreeMap<String, BTreeMap<String, Score>>;
 /// Raw and prediction over the scored region, and each parameter set's segmentation slice.
@@ -359,7 +361,7 @@ impl RunValidator {
                 })
             })
             .collect::<Result<Vec<_>, ValidatorError>>()?;
-        let post = PostProcessor::from_task(&config.task, arch.dims);
+        let post = PostProcessor::from_task(&config.task, &config.validation.min_sizes, arch.dims);
         Ok(Self {
             run: config.run.name.clone(),
             root: config.stores.root.clone(),
@@ -511,54 +513,88 @@ impl RunValidator {
         best.map(|(id, _)| id)
     }
 
-    /// Post-processes `prediction` (the scored region) for every parameter set and scores it,
-    /// running as many parameter sets at once as the memory budget allows. Also returns the
-    /// central slice of each parameter set's segmentation labels, for the snapshot.
+    /// Post-processes `prediction` (the scored region) for every parameter set and scores it.
+    /// Also returns the central slice of each parameter set's segmentation labels, for the
+    /// snapshot.
+    ///
+    /// The parameter sets of one swept value share its segmentation, which each minimum size
+    /// then filters; as many swept values run at once as the memory budget allows.
     fn score(
         &self,
         prediction: ArrayViewD<f32>,
         loaded: &Loaded,
         voxel_size: &[f64],
     ) -> Result<(ParameterScores, BTreeMap<String, Array2<u64>>), ValidatorError> {
-        let voxels = loaded.gt.len() as u64;
         let channels = prediction.len_of(Axis(0)) as u64;
-        let per_set = voxels
-            .saturating_mul(POSTPROCESS_BYTES_PER_VOXEL + channels)
+        let prepared = self.post.prepare(prediction)?;
+        let groups = group_by_sweep(&self.parameters);
+        let voxels = loaded.gt.len() as u64;
+        // A swept value holds its segmentation and one filtered copy.
+        let per_group = voxels
+            .saturating_mul(2 * POSTPROCESS_BYTES_PER_VOXEL + channels)
             .max(1);
-        let at_once = ((self.options.postprocess_memory / per_set) as usize)
-            .clamp(1, self.parameters.len().max(1));
+        let at_once =
+            ((self.options.postprocess_memory / per_group) as usize).clamp(1, groups.len().max(1));
         let mut out = BTreeMap::new();
         let mut slices = BTreeMap::new();
-        for wave in self.parameters.chunks(at_once) {
-            let results: Vec<Result<(Scored, Array2<u64>), ValidatorError>> = wave
+        for wave in groups.chunks(at_once) {
+            let results: Vec<Result<Vec<ScoredSlice>, ValidatorError>> = wave
                 .par_iter()
-                .map(|p| {
-                    let mut seg = self.post.apply(prediction.view(), p)?;
-                    if let Some(mask) = &loaded.mask {
-                        mask_segmentation(&mut seg, mask);
-                    }
-                    let labels = snapshot::segmentation_labels(&seg).view();
-                    let slice = snapshot::central_slice(labels)?.to_owned();
-                    let values = seg.evaluate(loaded.gt.view(), voxel_size)?;
-                    Ok(((p.id(), values), slice))
-                })
+                .map(|(sweep, group)| self.score_group(&prepared, sweep, group, loaded, voxel_size))
                 .collect();
             for r in results {
-                let ((id, values), slice) = r?;
-                slices.insert(id.clone(), slice);
-                let values = self
-                    .criteria
-                    .iter()
-                    .map(|(c, _)| {
-                        let v = values.get(*c).copied().unwrap_or(f64::NAN);
-                        ((*c).to_owned(), Score(v))
-                    })
-                    .collect();
-                out.insert(id, values);
+                for ((id, values), slice) in r? {
+                    slices.insert(id.clone(), slice);
+                    let values = self
+                        .criteria
+                        .iter()
+                        .map(|(c, _)| {
+                            let v = values.get(*c).copied().unwrap_or(f64::NAN);
+                            ((*c).to_owned(), Score(v))
+                        })
+                        .collect();
+                    out.insert(id, values);
+                }
             }
         }
         Ok((out, slices))
     }
+
+    /// Scores the parameter sets `group`, which share the swept value `sweep`.
+    fn score_group(
+        &self,
+        prepared: &Prepared,
+        sweep: &Sweep,
+        group: &[Parameters],
+        loaded: &Loaded,
+        voxel_size: &[f64],
+    ) -> Result<Vec<ScoredSlice>, ValidatorError> {
+        let segmentation = prepared.segment(sweep)?;
+        group
+            .iter()
+            .map(|p| {
+                let mut seg = prepared.without_small(segmentation.clone(), p.min_size)?;
+                if let Some(mask) = &loaded.mask {
+                    mask_segmentation(&mut seg, mask);
+                }
+                let labels = snapshot::segmentation_labels(&seg).view();
+                let slice = snapshot::central_slice(labels)?.to_owned();
+                Ok(((p.id(), seg.evaluate(loaded.gt.view(), voxel_size)?), slice))
+            })
+            .collect()
+    }
+}
+
+/// `parameters` grouped by swept value, in order of first appearance.
+fn group_by_sweep(parameters: &[Parameters]) -> Vec<(Sweep, Vec<Parameters>)> {
+    let mut groups: Vec<(Sweep, Vec<Parameters>)> = Vec::new();
+    for p in parameters {
+        match groups.iter_mut().find(|(s, _)| *s == p.sweep) {
+            Some((_, group)) => group.push(*p),
+            None => groups.push((p.sweep, vec![*p])),
+        }
+    }
+    groups
 }
 
 /// Sets voxels outside `mask` to background in every part of `seg`.
@@ -693,6 +729,7 @@ mod tests {
     fn validator(root: &Path, keep_predictions: bool) -> RunValidator {
         let post = PostProcessor::Distance {
             thresholds: vec![0.0, 0.5],
+            min_sizes: vec![0],
         };
         RunValidator {
             run: RunName::new("r").unwrap(),

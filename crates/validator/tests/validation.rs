@@ -9,6 +9,8 @@ use std::path::Path;
 
 use burn::tensor::Device;
 use common::{Recording, quiet, run_dir, run_name, stores, tiny_config};
+use dacapo_core::config::{AffinityLoss, AffinityPostProcess, TaskConfig};
+use dacapo_core::testing::TinyRun;
 use dacapo_core::{ValidationIterationScores, ValidationMeta};
 use dacapo_data::{Dataset, OpenOptions, ZarrArray};
 use dacapo_models::{Task, UNet, model_to_tensors};
@@ -58,16 +60,18 @@ fn best_records_point_to_kept_checkpoints() {
     assert_eq!(iterations, [2, 4, 6]);
     assert_eq!(scores.meta.datasets, ["val"]);
     let params: Vec<&str> = scores.parameter_names();
-    assert_eq!(
-        params,
-        [
-            "threshold=-0.5",
-            "threshold=-0.25",
-            "threshold=0",
-            "threshold=0.25",
-            "threshold=0.5"
-        ]
-    );
+    // Each default threshold with each default minimum component size (0 written without).
+    let expected: Vec<String> = ["-0.5", "-0.25", "0", "0.25", "0.5"]
+        .iter()
+        .flat_map(|t| {
+            [
+                format!("threshold={t}"),
+                format!("threshold={t},min_size=25"),
+                format!("threshold={t},min_size=100"),
+            ]
+        })
+        .collect();
+    assert_eq!(params, expected);
     assert_eq!(scores.meta.criteria.len(), 13);
     let dice = scores
         .meta
@@ -84,7 +88,7 @@ fn best_records_point_to_kept_checkpoints() {
         .unwrap();
     assert!(!voi.higher_is_better);
     for s in scores.scores() {
-        assert_eq!(s.scores["val"].len(), 5);
+        assert_eq!(s.scores["val"].len(), 15);
         assert!(s.scores["val"].values().all(|c| c.len() == 13));
     }
 
@@ -367,4 +371,63 @@ fn resume_restores_best_records_that_lag_the_scores() {
             .unwrap(),
         dice
     );
+}
+
+#[test]
+fn affinity_runs_sweep_each_post_processing_with_each_min_size() {
+    // Both post-processings of the affinities task, inside the training loop: every swept
+    // value with every minimum size is stored under its readable id and scored.
+    for (post_process, expected) in [
+        (
+            AffinityPostProcess::Mws,
+            [
+                "bias=0.5",
+                "bias=0.5,min_size=10",
+                "bias=0.9",
+                "bias=0.9,min_size=10",
+            ],
+        ),
+        (
+            AffinityPostProcess::Watershed,
+            [
+                "threshold=0.5",
+                "threshold=0.5,min_size=10",
+                "threshold=0.9",
+                "threshold=0.9,min_size=10",
+            ],
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TinyRun::new("aff", dir.path())
+            .validate()
+            .schedule(2, 2)
+            .with(|c| {
+                c.task = TaskConfig::Affinities {
+                    neighborhood: Some(vec![vec![1, 0], vec![0, 1], vec![3, 0], vec![0, 3]]),
+                    loss: AffinityLoss::Bce,
+                    biases: vec![0.5, 0.9],
+                    post_process,
+                    thresholds: vec![0.5, 0.9],
+                };
+                c.validation.min_sizes = vec![0, 10];
+            })
+            .build();
+        let stores = stores(&config);
+        let mut validator = Recording::new(RunValidator::new(&config).unwrap());
+        train(&config, &stores, &quiet(), &mut validator).unwrap();
+        assert_eq!(validator.validated, [2], "{post_process:?}");
+        let scores = stores
+            .stats
+            .retrieve_validation_iteration_scores(&run_name("aff"))
+            .unwrap();
+        assert_eq!(scores.parameter_names(), expected, "{post_process:?}");
+        let stored = &scores.scores()[0].scores["val"];
+        for id in expected {
+            let voi = stored[id]["voi"].0;
+            assert!(
+                voi.is_finite() && voi >= 0.0,
+                "{post_process:?} {id}: voi {voi}"
+            );
+        }
+    }
 }
