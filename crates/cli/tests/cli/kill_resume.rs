@@ -5,13 +5,13 @@
 //! Trials: `DACAPO_CRASH_TRIALS` (default 10); `cargo xtask crash --train --trials N`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use dacapo_core::config::Augment;
 use dacapo_store::{FileStatsStore, LocalWeightsStore, StatsStore, WeightsStore};
 
-use crate::util::{dacapo, latest, run_name, tiny, train};
+use crate::util::{latest, run_name, spawn_train, tiny, train};
 
 const TRAIN_UNTIL: u64 = 60;
 const INTERVAL: u64 = 10;
@@ -87,13 +87,7 @@ fn killed_and_resumed_runs_match_an_uninterrupted_run_bit_for_bit() {
     let mut killed_mid_run = 0;
     for trial in 0..trials {
         let (root, cfg) = setup(dir.path(), &format!("trial{trial}"));
-        let mut child = dacapo()
-            .arg("train")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_train(&cfg);
         assert!(
             wait_for_first_checkpoint(&mut child, &root),
             "no first checkpoint"

@@ -5,7 +5,6 @@
 //! fails the test.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use dacapo_core::testing::TinyRun;
@@ -14,7 +13,7 @@ use dacapo_store::{FileStatsStore, LocalWeightsStore, StatsStore, Weights, Weigh
 use dacapo_store_object::ObjectWeightsStore;
 use dacapo_store_postgres::PostgresStatsStore;
 
-use crate::util::{dacapo, run_name, service_url, tiny, train, unique_name};
+use crate::util::{run_name, service_url, spawn_train, tiny, train, unique_name};
 
 const TRAIN_UNTIL: u64 = 30;
 const INTERVAL: u64 = 10;
@@ -62,13 +61,7 @@ fn kill_resume_and_compare(
 ) {
     let name = &run.clone().build().run.name;
     let cfg = run.write(dir);
-    let mut child = dacapo()
-        .arg("train")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_train(&cfg);
     let deadline = Instant::now() + Duration::from_secs(180);
     while weights.latest_iteration(name).unwrap().is_none() {
         assert!(Instant::now() < deadline, "no first checkpoint");

@@ -63,6 +63,17 @@ pub fn train(config: &Path) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// `dacapo train CONFIG` started in the background with its output discarded (to be killed).
+pub fn spawn_train(config: &Path) -> std::process::Child {
+    dacapo()
+        .arg("train")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// The newest committed checkpoint of `run` under the local store `root`.
 pub fn latest(root: &Path, run: &str) -> Option<u64> {
     LocalWeightsStore::new(root)
