@@ -7,6 +7,7 @@ mod bench;
 mod deps;
 mod services;
 mod sweep;
+mod tensorboard;
 mod torch;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,9 @@ enum Cmd {
         /// `dacapo` with the tch backend against it.
         #[arg(long)]
         tch: bool,
+        /// Also make the Python venv with `tensorboard` that the event-file read-back tests use.
+        #[arg(long)]
+        tensorboard: bool,
         /// Only report what is missing; install nothing.
         #[arg(long)]
         check: bool,
@@ -108,7 +112,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Cmd::Setup { wgpu, tch, check } => setup(wgpu, tch, check),
+        Cmd::Setup {
+            wgpu,
+            tch,
+            tensorboard,
+            check,
+        } => {
+            setup(wgpu, tch, check)?;
+            if tensorboard {
+                tensorboard::ensure(check)?;
+            }
+            Ok(())
+        }
         Cmd::Ci => ci(),
         Cmd::Deps => deps::run(),
         Cmd::Test { args } => test(&args),
@@ -311,21 +326,44 @@ fn ci() -> Result<()> {
         "warnings",
     ]))?;
     deps::run()?;
-    // Servers for the scale-out tests; a service that cannot start here makes its tests skip.
-    services::up(services::ALL);
-    test(&[])?;
-    wgpu_test()?;
-    tch_test()
+    // Servers for the scale-out tests: one that cannot be installed here makes its tests
+    // skip (listed at the end); one that is installed but does not start fails ci.
+    let started = services::up(services::ALL);
+    if !started.failed.is_empty() {
+        let failed: Vec<String> = started
+            .failed
+            .iter()
+            .map(|(name, why)| format!("{name}: {why}"))
+            .collect();
+        bail!(
+            "services are installed but do not run, so their tests cannot pass: {}",
+            failed.join("; ")
+        );
+    }
+    let reader = tensorboard::env();
+    test_with(&[], &reader)?;
+    let wgpu = wgpu_test()?;
+    let tch = tch_test()?;
+    eprintln!("xtask: ci passed");
+    for (name, why) in &started.skipped {
+        eprintln!("xtask: SKIPPED the {name} tests: the service {why}");
+    }
+    if let Some(why) = wgpu {
+        eprintln!("xtask: SKIPPED the wgpu backend test: {why}");
+    }
+    if let Some(why) = tch {
+        eprintln!("xtask: SKIPPED the tch backend tests: {why}");
+    }
+    Ok(())
 }
 
-/// The wgpu backend test, when a Vulkan driver (a GPU's, or Mesa's lavapipe) is installed.
-fn wgpu_test() -> Result<()> {
+/// The wgpu backend test, when a Vulkan driver (a GPU's, or Mesa's lavapipe) is installed;
+/// else why it was skipped.
+fn wgpu_test() -> Result<Option<&'static str>> {
     if !vulkan_driver_installed() {
-        eprintln!(
-            "xtask: SKIPPED the wgpu backend test: no Vulkan driver found \
-             (`cargo xtask setup --wgpu` installs Mesa's lavapipe)"
-        );
-        return Ok(());
+        return Ok(Some(
+            "no Vulkan driver found (`cargo xtask setup --wgpu` installs Mesa's lavapipe)",
+        ));
     }
     status(cargo().args([
         "test",
@@ -338,41 +376,44 @@ fn wgpu_test() -> Result<()> {
         "backends",
         "--",
         "--nocapture",
-    ]))
+    ]))?;
+    Ok(None)
 }
 
 /// The backend conformance tests (and `dacapo` end to end) on libtorch's CPU, when
-/// `cargo xtask setup --tch` has made the torch venv; CI does not make it (a 3 GB download).
-fn tch_test() -> Result<()> {
+/// `cargo xtask setup --tch` has made the torch venv (CI does not make it: a 3 GB download);
+/// else why they were skipped.
+fn tch_test() -> Result<Option<String>> {
     let venv = torch::venv_dir();
     if !torch::venv_is_valid(&venv) {
-        eprintln!(
-            "xtask: SKIPPED the tch backend tests: no torch {} venv at {} (`cargo xtask setup \
-             --tch` makes it)",
+        return Ok(Some(format!(
+            "no torch {} venv at {} (`cargo xtask setup --tch` makes it)",
             torch::TORCH_VERSION,
             venv.display()
-        );
-        return Ok(());
+        )));
     }
-    let mut cmd = cargo();
-    cmd.args([
-        "test",
-        "--locked",
-        "-p",
-        "dacapo-trainer",
-        "-p",
-        "dacapo-cli",
-        "--features",
-        "dacapo-trainer/tch,dacapo-cli/tch",
-        "--test",
-        "backends",
-        "--test",
-        "devices_cli",
-        "--",
-        "--nocapture",
-    ]);
-    torch::build_env(&mut cmd, &venv)?;
-    status(&mut cmd)
+    // Both with the same packages and features, so the second reuses the first's build.
+    for (test, filter) in [("backends", ""), ("cli", "devices::")] {
+        let mut cmd = cargo();
+        cmd.args([
+            "test",
+            "--locked",
+            "-p",
+            "dacapo-trainer",
+            "-p",
+            "dacapo-cli",
+            "--features",
+            "dacapo-trainer/tch,dacapo-cli/tch",
+            "--test",
+            test,
+            "--",
+            "--nocapture",
+            filter,
+        ]);
+        torch::build_env(&mut cmd, &venv)?;
+        status(&mut cmd)?;
+    }
+    Ok(None)
 }
 
 fn vulkan_driver_installed() -> bool {
@@ -391,11 +432,17 @@ fn vulkan_driver_installed() -> bool {
 }
 
 fn test(args: &[String]) -> Result<()> {
+    test_with(args, &[])
+}
+
+/// `cargo test` of the workspace with the services' and `extra` environment variables.
+fn test_with(args: &[String], extra: &[(String, String)]) -> Result<()> {
     status(
         cargo()
             .args(["test", "--workspace", "--locked"])
             .args(args)
-            .envs(services::env()),
+            .envs(services::env())
+            .envs(extra.iter().cloned()),
     )
 }
 
@@ -425,10 +472,10 @@ fn quickstart(backend: QuickBackend, args: &[String]) -> Result<()> {
 }
 
 fn crash(trials: u32, train: bool) -> Result<()> {
-    let (package, test) = if train {
-        ("dacapo-cli", "kill_resume")
+    let (package, test, filter) = if train {
+        ("dacapo-cli", "cli", "kill_resume::")
     } else {
-        ("dacapo-store", "crash")
+        ("dacapo-store", "crash", "")
     };
     status(
         cargo()
@@ -441,7 +488,7 @@ fn crash(trials: u32, train: bool) -> Result<()> {
                 "--test",
                 test,
             ])
-            .args(["--", "--nocapture"])
+            .args(["--", "--nocapture", filter])
             .env("DACAPO_CRASH_TRIALS", trials.to_string()),
     )
 }

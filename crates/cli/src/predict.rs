@@ -1,14 +1,13 @@
 //! `dacapo predict`: predict a whole zarr array with a stored checkpoint of a run, blockwise.
 
-use std::path::Path;
-
 use anyhow::{Context, Result, bail};
+use dacapo_core::RunName;
 use dacapo_data::{Normalizer, ZarrArray};
 use dacapo_runtime::{Stores, backend, build_model, load_weights};
 use dacapo_store::{BestRecord, WeightsStore};
 use dacapo_validator::{PredictJob, ZarrPath, predict_zarr};
-use indicatif::{MultiProgress, ProgressDrawTarget};
 
+use crate::progress::{LogFormat, ProgressArgs, outcome};
 use crate::validate::load_frozen;
 use crate::{ComputeArgs, RootArg};
 
@@ -47,9 +46,8 @@ pub struct PredictArgs {
     /// Replace an existing output array.
     #[arg(long)]
     pub overwrite: bool,
-    /// No progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
+    #[command(flatten)]
+    pub progress: ProgressArgs,
 }
 
 /// Splits `--best DATASET/CRITERION`.
@@ -60,39 +58,21 @@ pub(crate) fn parse_best(text: &str) -> Result<(&str, &str)> {
     }
 }
 
-/// The `DATASET/CRITERION` pairs that have best records in `run_dir`, for error hints.
-pub(crate) fn available_best(run_dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(run_dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let dataset = entry.file_name().to_string_lossy().into_owned();
-        if dataset == "checkpoints" || !entry.path().is_dir() {
-            continue;
-        }
-        let Ok(records) = std::fs::read_dir(entry.path()) else {
-            continue;
-        };
-        for r in records.flatten() {
-            let name = r.file_name().to_string_lossy().into_owned();
-            if let Some(criterion) = name.strip_suffix(".json")
-                && !name.starts_with('.')
-            {
-                out.push(format!("{dataset}/{criterion}"));
-            }
-        }
-    }
-    out.sort();
-    out
+/// The `DATASET/CRITERION` pairs that have best records, for error hints.
+pub(crate) fn available_best(weights: &dyn WeightsStore, run: &RunName) -> Vec<String> {
+    weights
+        .best_records(run)
+        .unwrap_or_default()
+        .iter()
+        .map(|b| format!("{}/{}", b.dataset, b.criterion))
+        .collect()
 }
 
 /// The checkpoint that `--best DATASET/CRITERION` or `--iteration N` selects, and the best
 /// record that chose it; errors list what the run has.
 pub(crate) fn select_checkpoint(
     weights: &dyn WeightsStore,
-    root: &Path,
-    run: &str,
+    run: &RunName,
     best: Option<&str>,
     iteration: Option<u64>,
 ) -> Result<(u64, Option<BestRecord>)> {
@@ -102,7 +82,7 @@ pub(crate) fn select_checkpoint(
             let record = weights
                 .retrieve_best(run, dataset, criterion)
                 .map_err(|e| {
-                    let available = available_best(&root.join(run));
+                    let available = available_best(weights, run);
                     anyhow::anyhow!(
                         "{e}; best records of run `{run}`: {}",
                         if available.is_empty() {
@@ -144,10 +124,10 @@ pub(crate) fn describe_checkpoint(iteration: u64, best: Option<&BestRecord>) -> 
 }
 
 /// Runs `dacapo predict`.
-pub fn run(args: &PredictArgs) -> Result<()> {
-    let root = &args.root.root;
+pub fn run(args: &PredictArgs, format: LogFormat) -> Result<()> {
+    let root = &args.root.resolve();
     let config = load_frozen(root, &args.run)?;
-    let run = config.run.name.as_str();
+    let run = &config.run.name;
     let input_path = ZarrPath::parse(&args.input).map_err(anyhow::Error::msg)?;
     let Some(input_array) = input_path.array.as_deref() else {
         bail!(
@@ -158,13 +138,8 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let output_path = ZarrPath::parse(&args.output).map_err(anyhow::Error::msg)?;
     let output_array = output_path.array.as_deref().unwrap_or(DEFAULT_OUTPUT_ARRAY);
     let stores = Stores::open(&config)?;
-    let (iteration, best) = select_checkpoint(
-        &*stores.weights,
-        root,
-        run,
-        args.best.as_deref(),
-        args.iteration,
-    )?;
+    let (iteration, best) =
+        select_checkpoint(&*stores.weights, run, args.best.as_deref(), args.iteration)?;
     let device = backend::for_run(&config, args.compute.backend, args.compute.device)?.device;
     let (model, task) = build_model(&config, &device)?;
     let (model, _) = load_weights(&*stores.weights, run, iteration, model)?;
@@ -183,11 +158,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         .block_shape
         .clone()
         .or_else(|| config.validation.block_shape.clone());
-    let multi = MultiProgress::with_draw_target(if args.no_progress {
-        ProgressDrawTarget::hidden()
-    } else {
-        ProgressDrawTarget::stderr()
-    });
+    let progress = args.progress.reporter(format);
     let job = PredictJob {
         model: &model,
         task: &task,
@@ -198,9 +169,9 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         block_shape: block_shape.as_deref(),
         overwrite: args.overwrite,
     };
-    let summary = predict_zarr(&job, &multi)
+    let summary = predict_zarr(&job, &*progress)
         .with_context(|| format!("predicting {} with run `{run}` failed", args.input))?;
-    eprintln!(
+    let text = format!(
         "predicted {} with run `{run}` {source}: wrote {:?} to {}/{output_array} ({} blocks of \
          {:?}, {:.1} s)",
         args.input,
@@ -210,5 +181,16 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         summary.input_block,
         summary.seconds
     );
+    let event = serde_json::json!({
+        "event": "predicted",
+        "run": run.as_str(),
+        "iteration": iteration,
+        "input": args.input,
+        "output": format!("{}/{output_array}", output_path.container.display()),
+        "shape": summary.shape,
+        "blocks": summary.blocks,
+        "seconds": summary.seconds,
+    });
+    outcome(format, &text, event);
     Ok(())
 }

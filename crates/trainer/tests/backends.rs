@@ -258,7 +258,6 @@ fn train_to(config: &RunConfig, until: u64, backend: Backend) -> u64 {
     config.run.train_until = until;
     let options = TrainOptions {
         backend: Some(backend),
-        progress: false,
         ..TrainOptions::default()
     };
     let stores = Stores::local(&config);
@@ -270,7 +269,7 @@ fn train_to(config: &RunConfig, until: u64, backend: Backend) -> u64 {
 fn losses(config: &RunConfig) -> Vec<f64> {
     Stores::local(config)
         .stats
-        .retrieve_training_stats(config.run.name.as_str())
+        .retrieve_training_stats(&config.run.name)
         .unwrap()
         .iteration_stats()
         .iter()
@@ -290,7 +289,7 @@ fn a_run_continues_on_another_backend_and_back() {
     {
         let other = chosen.backend;
         let config = tiny_run(dir.path(), &format!("via-{other}"), 6);
-        let run = config.run.name.as_str();
+        let run = &config.run.name;
         assert_eq!(train_to(&config, 2, Backend::Flex), 0);
         assert_eq!(
             train_to(&config, 4, other),

@@ -1,8 +1,10 @@
-//! WORKLOADS.md `predict_3d` on flex: blockwise prediction of the 3D U-Net of `train_step_3d`
-//! over a 256³ array (96³ with `DACAPO_BENCH_QUICK=1`), reported as voxels per second.
+//! Validator workloads on flex. `predict_3d` (WORKLOADS.md): blockwise prediction of the 3D
+//! U-Net of `train_step_3d` over a 256³ array (96³ with `DACAPO_BENCH_QUICK=1`), reported as
+//! voxels per second. `postprocess`: post-processing time per parameter set (see
+//! `postprocess/mod.rs`). Arguments filter workloads by name.
 //!
-//! `DACAPO_BENCH_BLOCK=N` (or `Z,Y,X`) sets the spatial input block (default: the validator's
-//! default block for 3D networks); `DACAPO_BENCH_SIZE=N` the array edge.
+//! `DACAPO_BENCH_BLOCK=N` (or `Z,Y,X`) sets the spatial input block of `predict_3d` (default:
+//! the validator's default block for 3D networks); `DACAPO_BENCH_SIZE=N` the array edge.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Instant;
@@ -13,6 +15,8 @@ use dacapo_models::{Task, UNetConfig};
 use dacapo_validator::blockwise::block_count;
 use dacapo_validator::run::{network_blocks, predict_array};
 use ndarray::{ArrayD, IxDyn};
+
+mod postprocess;
 
 fn env_list(name: &str) -> Option<Vec<usize>> {
     let v = std::env::var(name).ok()?;
@@ -29,10 +33,17 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    if !(filter.is_empty() || filter.iter().any(|f| "predict_3d".contains(f.as_str()))) {
-        return;
-    }
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     let quick = std::env::var("DACAPO_BENCH_QUICK").is_ok_and(|v| v == "1");
+    if wanted("predict_3d") {
+        predict_3d(quick);
+    }
+    if wanted("postprocess") {
+        postprocess::run(quick);
+    }
+}
+
+fn predict_3d(quick: bool) {
     let edge = env_list("DACAPO_BENCH_SIZE").map_or(if quick { 96 } else { 256 }, |s| s[0]);
     let shape = vec![edge; 3];
     let cfg = UNetConfig::new(3, 12, 2, vec![vec![2, 2, 2], vec![2, 2, 2]]);

@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use dacapo_data::{Normalizer, WriteOptions, ZarrArray, create_array};
 use dacapo_models::{Task, UNet};
-use indicatif::MultiProgress;
+use dacapo_runtime::Progress;
 use ndarray::{ArrayD, ArrayViewD, Axis};
 
 use crate::ValidatorError;
 use crate::blockwise::{block_count, predict_blockwise_with};
-use crate::run::{block_bar, network_blocks, predict_block};
+use crate::run::{check_block_memory, network_blocks, predict_block, report_blocks};
 
 /// A zarr container and optionally an array path inside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,10 +90,10 @@ pub struct PredictSummary {
 
 /// Predicts the whole input array of `job` blockwise into a new `f32` array
 /// `(out_channels, spatial...)` with the input's voxel size, offset and spatial axis names,
-/// with one progress bar in `progress`.
+/// reporting the blocks to `progress`.
 pub fn predict_zarr(
     job: &PredictJob,
-    progress: &MultiProgress,
+    progress: &dyn Progress,
 ) -> Result<PredictSummary, ValidatorError> {
     let start = Instant::now();
     let net = job.model.config();
@@ -122,6 +122,7 @@ pub fn predict_zarr(
     }
     let spatial: Vec<usize> = meta.spatial_shape().iter().map(|&s| s as usize).collect();
     let blocks = network_blocks(net, job.block_shape, &spatial)?;
+    check_block_memory(net, &blocks)?;
     let out_channels = job.task.out_channels();
     let mut shape = vec![out_channels];
     shape.extend(&spatial);
@@ -151,8 +152,8 @@ pub fn predict_zarr(
     let shape_u64: Vec<u64> = shape.iter().map(|&s| s as u64).collect();
     let writer = create_array::<f32>(job.output_container, job.output_array, &shape_u64, &opts)?;
     let total = block_count(&spatial, &blocks.spec);
-    let bar = block_bar(progress, total, format!("predict {}", job.input.path()));
-    let mut report = |done: usize, _total: usize| bar.set_position(done as u64);
+    let mut blocks_done = progress.blocks(&format!("predict {}", job.input.path()), total as u64);
+    let mut report = report_blocks(&mut *blocks_done);
     predict_blockwise_with(
         channels,
         &spatial,
@@ -176,7 +177,6 @@ pub fn predict_zarr(
         },
         Some(&mut report),
     )?;
-    bar.finish_and_clear();
     Ok(PredictSummary {
         shape,
         blocks: total,
