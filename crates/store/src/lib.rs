@@ -34,7 +34,7 @@
 pub mod conformance;
 pub mod error;
 pub mod file_stats;
-mod fsutil;
+pub mod fsutil;
 pub mod interop;
 mod json;
 pub mod local;
