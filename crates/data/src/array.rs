@@ -228,7 +228,9 @@ impl ZarrArray {
         };
         let names = axis_names_from(&attrs, array.dimension_names(), shape.len()).map_err(err)?;
         let geometry_complete = names.is_some()
-            && ["voxel_size", "resolution"].iter().any(|k| attrs.contains_key(*k))
+            && ["voxel_size", "resolution"]
+                .iter()
+                .any(|k| attrs.contains_key(*k))
             && attrs.contains_key("offset");
         let ome = if geometry_complete {
             None
@@ -579,7 +581,11 @@ fn resolve_layout(
     });
     let ome_spatial = |all: &[f64]| all[ndim - spatial..].to_vec();
     let voxel_size = match ome {
-        Some(g) if !["voxel_size", "resolution"].iter().any(|k| attrs.contains_key(*k)) => {
+        Some(g)
+            if !["voxel_size", "resolution"]
+                .iter()
+                .any(|k| attrs.contains_key(*k)) =>
+        {
             let v = ome_spatial(&g.scale);
             if v.iter().any(|s| *s <= 0.0) {
                 return Err(format!(
@@ -741,12 +747,12 @@ mod tests {
         assert_eq!(m.offset, vec![16.0, 8.0, 4.0]);
 
         let bad = attrs(serde_json::json!({"resolution": [0, 1]}));
-        let e =
-            resolve_layout(layout(vec![4, 4], Dtype::F32, 2), None, &bad, None, Some(2)).unwrap_err();
+        let e = resolve_layout(layout(vec![4, 4], Dtype::F32, 2), None, &bad, None, Some(2))
+            .unwrap_err();
         assert!(e.contains("`resolution`"), "{e}");
         let bad = attrs(serde_json::json!({"offset": [1, 2, 3]}));
-        let e =
-            resolve_layout(layout(vec![4, 4], Dtype::F32, 2), None, &bad, None, Some(2)).unwrap_err();
+        let e = resolve_layout(layout(vec![4, 4], Dtype::F32, 2), None, &bad, None, Some(2))
+            .unwrap_err();
         assert!(e.contains("`offset`"), "{e}");
     }
 

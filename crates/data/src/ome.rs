@@ -69,7 +69,9 @@ fn is_channel(name: &str) -> bool {
 fn fits_ome(axis_names: &[String]) -> bool {
     let channels = axis_names.iter().take_while(|n| is_channel(n)).count();
     let space = axis_names.len() - channels;
-    channels <= 1 && (2..=3).contains(&space) && !axis_names[channels..].iter().any(|n| is_channel(n))
+    channels <= 1
+        && (2..=3).contains(&space)
+        && !axis_names[channels..].iter().any(|n| is_channel(n))
 }
 
 /// The OME `axes` list for `axis_names` (spatial `units` may be empty strings: no unit).
@@ -139,7 +141,9 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
 fn write_json(path: &Path, value: &Value) -> Result<()> {
     let tmp = path.with_file_name(format!(
         ".{}.tmp-{}",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id()
     ));
     std::fs::write(&tmp, format!("{value:#}\n")).map_err(io("write", &tmp))?;
@@ -208,9 +212,10 @@ pub(crate) fn record_array(
         return Ok(());
     };
     let lists_path = |entry: &Value| {
-        entry["datasets"]
-            .as_array()
-            .and_then(|d| d.iter().position(|d| d["path"].as_str() == Some(name.as_str())))
+        entry["datasets"].as_array().and_then(|d| {
+            d.iter()
+                .position(|d| d["path"].as_str() == Some(name.as_str()))
+        })
     };
     match list.iter().position(|e| lists_path(e).is_some()) {
         Some(i) => {
@@ -251,7 +256,9 @@ pub(crate) fn find_geometry(
 ) -> std::result::Result<Option<OmeGeometry>, String> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     for cut in (0..parts.len()).rev() {
-        let group = parts[..cut].iter().fold(container.to_owned(), |p, s| p.join(s));
+        let group = parts[..cut]
+            .iter()
+            .fold(container.to_owned(), |p, s| p.join(s));
         let relative = parts[cut..].join("/");
         let Some((file, v3)) = group_attributes_file(&group) else {
             continue;
@@ -289,9 +296,7 @@ fn geometry_of(
     dataset: &Value,
     ndim: usize,
 ) -> std::result::Result<OmeGeometry, String> {
-    let axes = entry["axes"]
-        .as_array()
-        .ok_or("has no `axes` list")?;
+    let axes = entry["axes"].as_array().ok_or("has no `axes` list")?;
     if axes.len() != ndim {
         return Err(format!(
             "lists {} axes but the array has {ndim}",

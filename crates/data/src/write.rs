@@ -160,6 +160,19 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DataE
     }
 }
 
+/// Whether `dir` holds nothing but hidden entries (e.g. a tool's bookkeeping such as
+/// `.dacapo/`): no zarr node, so an array may be created there.
+pub fn only_hidden_entries(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().all(|e| {
+            e.file_name().to_string_lossy().starts_with('.')
+                && e.file_name() != ".zarray"
+                && e.file_name() != ".zgroup"
+                && e.file_name() != ".zattrs"
+        })
+    })
+}
+
 /// Writes group metadata into `dir` unless it already is a zarr node.
 fn ensure_group(dir: &Path, version: ZarrVersion) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
@@ -217,7 +230,7 @@ pub fn create_array<T: WriteElement>(
             shape.len()
         )));
     }
-    if dir.exists() {
+    if dir.exists() && !only_hidden_entries(&dir) {
         let is_array = dir.join("zarr.json").is_file() || dir.join(".zarray").is_file();
         if !is_array || !opts.overwrite {
             let what = if is_array {
@@ -335,8 +348,15 @@ fn record_ome(container: &Path, path: &str, ndim: usize, opts: &WriteOptions) ->
     if names.len() != ndim {
         return Ok(());
     }
-    let spatial = ndim - names.iter().take_while(|n| *n == "c" || n.ends_with('^')).count();
-    let scale = opts.voxel_size.clone().unwrap_or_else(|| vec![1.0; spatial]);
+    let spatial = ndim
+        - names
+            .iter()
+            .take_while(|n| *n == "c" || n.ends_with('^'))
+            .count();
+    let scale = opts
+        .voxel_size
+        .clone()
+        .unwrap_or_else(|| vec![1.0; spatial]);
     let offset = opts.offset.clone().unwrap_or_else(|| vec![0.0; spatial]);
     let units = opts.units.clone().unwrap_or_default();
     if scale.len() != spatial || offset.len() != spatial {

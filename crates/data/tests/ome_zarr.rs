@@ -52,7 +52,11 @@ fn written_arrays_carry_multiscales_in_their_parent_group() {
         };
         assert_eq!(
             version_of,
-            json!(if version == ZarrVersion::V3 { "0.5" } else { "0.4" })
+            json!(if version == ZarrVersion::V3 {
+                "0.5"
+            } else {
+                "0.4"
+            })
         );
         let entry = &multiscales[0];
         assert_eq!(entry["name"], "prediction");
@@ -149,7 +153,9 @@ fn inputs_with_only_ome_metadata_are_read_with_their_scale_and_translation() {
         let c = dir.path().join(format!("{version:?}.zarr"));
         write_group(&c, version, json!({}));
         let attributes = match version {
-            ZarrVersion::V3 => json!({"ome": {"version": "0.5", "multiscales": [multiscale("0.5")]}}),
+            ZarrVersion::V3 => {
+                json!({"ome": {"version": "0.5", "multiscales": [multiscale("0.5")]}})
+            }
             ZarrVersion::V2 => json!({"multiscales": [multiscale("0.4")]}),
         };
         write_group(&c.join("raw"), version, attributes);
@@ -184,8 +190,13 @@ fn inputs_with_only_ome_metadata_are_read_with_their_scale_and_translation() {
         json!({"ome": {"version": "0.5", "multiscales": [bad]}}),
     );
     write_array(&c, "raw/s0", &ramp(&[2, 8, 8]), &WriteOptions::default()).unwrap();
-    let e = ZarrArray::open(&c, "raw/s0", Some(3)).unwrap_err().to_string();
-    assert!(e.contains("OME-Zarr multiscales") && e.contains("3 finite numbers"), "{e}");
+    let e = ZarrArray::open(&c, "raw/s0", Some(3))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("OME-Zarr multiscales") && e.contains("3 finite numbers"),
+        "{e}"
+    );
 }
 
 /// The Python with the `ome-zarr` package: `$DACAPO_OME_ZARR_PYTHON`, else the venv that
