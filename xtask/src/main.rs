@@ -4,6 +4,7 @@
 //! CI runs, what the README tells a new user to run and what a developer runs are the same.
 
 mod bench;
+mod ome_zarr;
 mod services;
 mod sweep;
 
@@ -28,6 +29,9 @@ enum Cmd {
         /// Also install Mesa's Vulkan drivers so the wgpu backend runs without a GPU.
         #[arg(long)]
         wgpu: bool,
+        /// Also make the Python venv with `ome-zarr` that the OME-Zarr reader test uses.
+        #[arg(long)]
+        ome_zarr: bool,
         /// Only report what is missing; install nothing.
         #[arg(long)]
         check: bool,
@@ -75,7 +79,17 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Cmd::Setup { wgpu, check } => setup(wgpu, check),
+        Cmd::Setup {
+            wgpu,
+            ome_zarr,
+            check,
+        } => {
+            setup(wgpu, check)?;
+            if ome_zarr {
+                ome_zarr::ensure(check)?;
+            }
+            Ok(())
+        }
         Cmd::Ci => ci(),
         Cmd::Test { args } => test(&args),
         Cmd::Quickstart { args } => quickstart(&args),
@@ -230,7 +244,8 @@ fn ci() -> Result<()> {
     ]))?;
     // Servers for the scale-out tests; a service that cannot start here makes its tests skip.
     services::up(services::ALL);
-    test(&[])?;
+    let reader = ome_zarr::env();
+    test_with(&[], &reader)?;
     wgpu_test()
 }
 
@@ -273,11 +288,17 @@ fn vulkan_driver_installed() -> bool {
 }
 
 fn test(args: &[String]) -> Result<()> {
+    test_with(args, &[])
+}
+
+/// `cargo test` of the workspace with the services' and `extra` environment variables.
+fn test_with(args: &[String], extra: &[(String, String)]) -> Result<()> {
     status(
         cargo()
             .args(["test", "--workspace", "--locked"])
             .args(args)
-            .envs(services::env()),
+            .envs(services::env())
+            .envs(extra.iter().cloned()),
     )
 }
 

@@ -5,7 +5,7 @@
 //! - this module: arguments, checkpoint selection, planning the job and preparing the output;
 //! - [`launch`]: running the job's workers and waiting for them;
 //! - [`worker`]: the hidden `dacapo predict-worker` every worker process runs;
-//! - [`status`]: `--status`.
+//! - [`status`]: what `--status` prints.
 
 mod launch;
 mod status;

@@ -99,9 +99,13 @@ pub fn run(args: &WorkerArgs) -> Result<()> {
     }
     .run(&mut |i| tracing::info!("worker {worker}: block {i} done"))?;
     eprintln!(
-        "worker {worker}: predicted {} blocks, {} failed",
+        "worker {worker}: predicted {} blocks, {} failed, peak RSS {}",
         summary.predicted,
-        summary.failed.len()
+        summary.failed.len(),
+        dacapo_core::memory::peak_rss_bytes().map_or("unknown".to_owned(), |b| format!(
+            "{:.0} MB",
+            b as f64 / 1e6
+        ))
     );
     if let Some((i, message)) = summary.failed.first() {
         bail!("block {i} failed: {message}");
