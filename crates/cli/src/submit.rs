@@ -18,7 +18,7 @@ use dacapo_store::{RunLock, WeightsStore};
 /// Where jobs run.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Executor {
-    /// sbatch jobs on the SLURM cluster this machine submits to.
+    /// Jobs on the SLURM cluster this machine submits to (sbatch).
     Slurm,
     /// Processes on this machine.
     Local,
