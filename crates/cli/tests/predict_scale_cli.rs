@@ -369,6 +369,7 @@ fn slurm_job_array_with_a_killed_task_and_a_rerun_matches_one_process() {
     kill(&claimed_pid(&slurm).unwrap().to_string());
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!("first launch, a task killed ({}):\n{err}", out.status);
     assert!(
         err.contains("submitted 2 workers as SLURM job array"),
         "{err}"
@@ -377,6 +378,7 @@ fn slurm_job_array_with_a_killed_task_and_a_rerun_matches_one_process() {
         assert!(err.contains("rerun the same command"), "{err}");
     }
     let err = ok(&s.predict(&slurm, &slurm_args).output().unwrap());
+    println!("rerun:\n{err}");
     assert!(
         err.contains("resuming") || err.contains("were done already"),
         "{err}"
@@ -495,6 +497,14 @@ fn large_3d_array_matches_one_process_with_workers_killed() {
             String::from_utf8_lossy(&first.stderr)
         );
         timed(&format!("{name}, rerun"), &mut predict(&output, &extra));
+        // What the workers said at their end (blocks, peak RSS).
+        let logs = output.join("prediction/.dacapo/logs");
+        for entry in std::fs::read_dir(&logs).unwrap().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            for line in text.lines().filter(|l| l.contains("peak RSS")) {
+                println!("{name} {}: {line}", entry.file_name().to_string_lossy());
+            }
+        }
         assert_bits_equal(&read(&output), &one, name);
         println!("{name}: equal bit for bit to one process");
     }
