@@ -7,7 +7,8 @@
 //! - `predict_3d_workers`: the same network over a zarr array on disk, as `dacapo predict
 //!   --workers N` runs it (a resumable job with its ledger, N worker processes that claim
 //!   blocks), with 1 and 2 local workers; voxels per second and each worker's peak RSS.
-//!   `DACAPO_BENCH_WORKERS_SIZE=N` sets the edge (default as `predict_3d`).
+//!   `DACAPO_BENCH_WORKERS_SIZE=N` sets the edge (default as `predict_3d`),
+//!   `DACAPO_BENCH_WORKER_COUNTS=1,2` the numbers of workers.
 //! - `validate_3d`: one validation of that network on a synthetic N³ dataset (prediction kept
 //!   in memory, post-processing and scores for the distance task's 5 thresholds); seconds and
 //!   peak RSS. `DACAPO_BENCH_VALIDATE_SIZE=N` sets the edge (default 256, 64 when quick).
@@ -192,7 +193,10 @@ fn predict_3d_workers() {
     let (cfg, _, task) = network();
     // Quick runs: small blocks, so that there are blocks to share.
     let block = env_list("DACAPO_BENCH_BLOCK").or_else(|| quick().then(|| vec![88; 3]));
-    for workers in [1usize, 2] {
+    let counts: Vec<usize> = std::env::var("DACAPO_BENCH_WORKER_COUNTS").map_or(vec![1, 2], |v| {
+        v.split(',').map(|s| s.trim().parse().unwrap()).collect()
+    });
+    for workers in counts {
         let output = dir.path().join(format!("out{workers}.zarr"));
         let spec = plan_job(&JobRequest {
             run: "bench",

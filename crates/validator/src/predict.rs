@@ -337,6 +337,14 @@ pub fn prepare_output(
             )));
         }
     }
+    create_output(spec, input)?;
+    ledger.write_job(spec)?;
+    Ok(Prepared::Created)
+}
+
+/// Creates the job's output array with the input's geometry and OME-Zarr metadata.
+fn create_output(spec: &PredictSpec, input: &ZarrArray) -> Result<(), ValidatorError> {
+    let out = &spec.output;
     let meta = input.meta();
     let spatial_names = &meta.axis_names[usize::from(meta.channel_axis)..];
     let labels = spec.post_process.is_some();
@@ -370,8 +378,7 @@ pub fn prepare_output(
     } else {
         create_array::<f32>(&out.container, &out.array, &out.shape, &opts)?;
     }
-    ledger.write_job(spec)?;
-    Ok(Prepared::Created)
+    Ok(())
 }
 
 /// What an output path holds now.
