@@ -4,6 +4,7 @@
 //! CI runs, what the README tells a new user to run and what a developer runs are the same.
 
 mod bench;
+mod deps;
 mod ome_zarr;
 mod services;
 mod sweep;
@@ -36,8 +37,11 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
-    /// Exactly what CI runs: format check, clippy with warnings as errors, all tests.
+    /// Exactly what CI runs: format check, clippy with warnings as errors, the dependency
+    /// check, all tests.
     Ci,
+    /// Check that crates depend on each other only along docs/DESIGN.md's dependency line.
+    Deps,
     /// Run the test suite (the README's test command runs this through `ci`).
     Test {
         /// Extra arguments passed to `cargo test`.
@@ -91,6 +95,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Ci => ci(),
+        Cmd::Deps => deps::run(),
         Cmd::Test { args } => test(&args),
         Cmd::Quickstart { args } => quickstart(&args),
         Cmd::Bench(args) => bench::run(&args),
@@ -242,6 +247,7 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    deps::run()?;
     // Servers for the scale-out tests; a service that cannot start here makes its tests skip.
     services::up(services::ALL);
     let reader = ome_zarr::env();
@@ -262,7 +268,7 @@ fn wgpu_test() -> Result<()> {
         "test",
         "--locked",
         "-p",
-        "dacapo-trainer",
+        "dacapo-runtime",
         "--features",
         "wgpu",
         "--test",

@@ -12,8 +12,8 @@ use anyhow::{Context, Result, bail};
 use dacapo_core::TensorMap;
 use dacapo_core::config::Backend;
 use dacapo_models::load_model_tensors;
+use dacapo_runtime::{Stores, backend, build_model};
 use dacapo_store::{BestRecord, write_safetensors_file};
-use dacapo_trainer::{Stores, backend, build_model};
 
 use crate::RootArg;
 use crate::predict::{describe_checkpoint, select_checkpoint};

@@ -15,8 +15,9 @@ use anyhow::{Context, Result, bail};
 use dacapo_core::config::Backend;
 use dacapo_core::{DType, NamedTensor, RunConfig, TensorMap};
 use dacapo_models::{Task, UNetConfig, load_model_tensors, model_to_tensors, parameter_names};
+use dacapo_runtime::{Stores, backend, build_model, unet_config};
 use dacapo_store::{RunLock, TrainState, Weights, read_safetensors_file};
-use dacapo_trainer::{Stores, backend, build_model, frozen_config_path, unet_config};
+use dacapo_trainer::frozen_config_path;
 
 use crate::validate::load_frozen;
 

@@ -124,7 +124,7 @@ impl Stores {
                 if let Some(s) = opened.get(&key) {
                     return Ok(s.clone());
                 }
-                let s = dacapo_trainer::Stores::open(c).with_context(|| {
+                let s = dacapo_runtime::Stores::open(c).with_context(|| {
                     format!("cannot open the stores of run `{}`", c.run.name.as_str())
                 })?;
                 let s = Self {

@@ -300,7 +300,7 @@ fn load_jobs(configs: &[PathBuf]) -> Result<Vec<Job>> {
         }
         let root = config.stores.root.clone();
         let submit_dir = absolute(&root)?.join(&run).join("submit");
-        let weights = dacapo_trainer::Stores::open_weights(&config)
+        let weights = dacapo_runtime::Stores::open_weights(&config)
             .with_context(|| format!("cannot open the weights store of run `{run}`"))?;
         jobs.push(Job {
             config: abs,

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use dacapo_core::RunConfig;
 use dacapo_core::config::Backend;
-use dacapo_trainer::{Stores, TrainOptions, frozen_config_path};
+use dacapo_runtime::Stores;
+use dacapo_trainer::{TrainOptions, frozen_config_path};
 
 use crate::RootArg;
 

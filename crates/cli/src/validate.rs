@@ -6,7 +6,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use dacapo_core::RunConfig;
 use dacapo_core::config::Backend;
-use dacapo_trainer::{Stores, frozen_config_path};
+use dacapo_runtime::Stores;
+use dacapo_trainer::frozen_config_path;
 use dacapo_validator::{Checkpoints, RevalidateOptions, revalidate};
 
 use crate::RootArg;

@@ -12,6 +12,8 @@ pub mod name;
 pub mod scores;
 pub mod stats;
 pub mod tensor;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use config::RunConfig;
 pub use error::CoreError;

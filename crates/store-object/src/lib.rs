@@ -47,7 +47,9 @@ use dacapo_store::local::{
     state_json,
 };
 use dacapo_store::st::{self, Layout};
-use dacapo_store::{BestRecord, Result, StoreError, TrainState, Verify, Weights, WeightsStore};
+use dacapo_store::{
+    BestRecord, Result, StoreError, StoreUrl, TrainState, Verify, Weights, WeightsStore,
+};
 use object_store::path::Path as Key;
 use object_store::{ObjectMeta, ObjectStore, PutPayload, WriteMultipart};
 
@@ -98,60 +100,51 @@ impl ObjectWeightsStore {
     /// `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`, ...), `file:///dir` (created if
     /// missing) or `memory://` (a new, empty store private to this handle).
     pub fn from_url(url: &str) -> Result<Self> {
-        let invalid = |why: &str| {
-            StoreError::Invalid(format!(
-                "weights store URL {url:?} {why}; use s3://bucket/prefix, file:///path or memory://"
-            ))
-        };
-        if let Some(rest) = url
-            .strip_prefix("s3://")
-            .or_else(|| url.strip_prefix("s3a://"))
-        {
-            if rest.contains('@') || rest.contains('?') {
-                return Err(invalid(
-                    "has credentials or options in it (set them in AWS_* environment variables)",
-                ));
+        Self::open(&StoreUrl::parse(url)?)
+    }
+
+    /// Opens the store `url` names (see [`from_url`](Self::from_url)); a `postgres://` URL
+    /// is an error (it names a stats store).
+    pub fn open(url: &StoreUrl) -> Result<Self> {
+        match url {
+            StoreUrl::S3 { bucket, prefix } => {
+                let s3 = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| StoreError::Remote {
+                        store: url.to_string(),
+                        op: "configure the S3 client (check the AWS_* environment variables)"
+                            .to_owned(),
+                        source: Box::new(e),
+                    })?;
+                Self::new(Arc::new(s3), prefix, format!("s3://{bucket}"))
             }
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(invalid("names no bucket"));
-            }
-            let base = format!("s3://{bucket}");
-            let s3 = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(|e| StoreError::Remote {
-                    store: url.to_owned(),
-                    op: "configure the S3 client (check the AWS_* environment variables)"
-                        .to_owned(),
-                    source: Box::new(e),
+            StoreUrl::File(path) => {
+                std::fs::create_dir_all(path).map_err(|source| StoreError::Io {
+                    op: "create the store directory",
+                    path: path.clone(),
+                    source,
                 })?;
-            Self::new(Arc::new(s3), prefix, base)
-        } else if let Some(path) = url.strip_prefix("file://") {
-            if !path.starts_with('/') {
-                return Err(invalid("is not an absolute file:/// URL"));
+                let fs =
+                    object_store::local::LocalFileSystem::new_with_prefix(path).map_err(|e| {
+                        StoreError::Remote {
+                            store: url.to_string(),
+                            op: "open the store directory".to_owned(),
+                            source: Box::new(e),
+                        }
+                    })?;
+                let base = url.to_string();
+                Self::new(Arc::new(fs), "", base.trim_end_matches('/'))
             }
-            std::fs::create_dir_all(path).map_err(|source| StoreError::Io {
-                op: "create the store directory",
-                path: PathBuf::from(path),
-                source,
-            })?;
-            let fs = object_store::local::LocalFileSystem::new_with_prefix(path).map_err(|e| {
-                StoreError::Remote {
-                    store: url.to_owned(),
-                    op: "open the store directory".to_owned(),
-                    source: Box::new(e),
-                }
-            })?;
-            Self::new(Arc::new(fs), "", url.trim_end_matches('/'))
-        } else if let Some(prefix) = url.strip_prefix("memory://") {
-            Self::new(
+            StoreUrl::Memory(prefix) => Self::new(
                 Arc::new(object_store::memory::InMemory::new()),
                 prefix,
                 "memory://",
-            )
-        } else {
-            Err(invalid("has an unknown scheme"))
+            ),
+            StoreUrl::Postgres(_) => Err(StoreError::Invalid(format!(
+                "weights store URL {url} names a PostgreSQL database, which keeps stats only; \
+                 use s3://bucket/prefix, file:///path or memory://"
+            ))),
         }
     }
 

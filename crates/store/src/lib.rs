@@ -40,6 +40,7 @@ mod json;
 pub mod local;
 pub mod lock;
 pub mod st;
+pub mod store_url;
 pub mod traits;
 
 pub use error::{Result, StoreError};
@@ -47,4 +48,5 @@ pub use file_stats::FileStatsStore;
 pub use interop::{read_safetensors_file, write_safetensors_file};
 pub use local::{FileEntry, Hint, LocalWeightsStore, Manifest, Verify};
 pub use lock::RunLock;
+pub use store_url::StoreUrl;
 pub use traits::{BestRecord, StatsStore, TrainState, Weights, WeightsStore};

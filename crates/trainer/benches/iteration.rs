@@ -10,7 +10,8 @@ use dacapo_core::RunConfig;
 use dacapo_core::config::ArchitectureConfig;
 use dacapo_data::{BatchSampler, Dataset, OpenOptions, SamplerSpec};
 use dacapo_models::{Task, TrainStep, adam_config};
-use dacapo_trainer::{NoValidation, Stores, TrainOptions, train, unet_config};
+use dacapo_runtime::{NoValidation, Stores, unet_config};
+use dacapo_trainer::{TrainOptions, train};
 
 /// Iterations left out of the medians (thread pools, allocator and caches warming up).
 const WARMUP: usize = 5;

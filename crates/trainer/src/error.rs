@@ -14,17 +14,9 @@ pub enum TrainerError {
     /// The background store writer failed; the run stopped so nothing is lost silently.
     #[error("writing to the stores failed: {0}")]
     StoreWrite(String),
-    /// A backend that this binary was built without.
-    #[error(
-        "backend `{backend}` is not compiled into this binary: rebuild with `--features {backend}` \
-         (e.g. `cargo run --release -p dacapo-cli --features {backend} -- train ...`){hint}"
-    )]
-    BackendNotCompiled {
-        /// The backend asked for.
-        backend: &'static str,
-        /// Extra advice for this backend.
-        hint: &'static str,
-    },
+    /// The stores, device or model of the run could not be set up.
+    #[error(transparent)]
+    Runtime(#[from] dacapo_runtime::RuntimeError),
     /// The frozen config of an existing run differs from the given one.
     #[error(
         "run `{run}` already exists with a different config ({frozen}); training it with the new \

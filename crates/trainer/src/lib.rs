@@ -4,19 +4,13 @@
 //! lock, resumes from the newest committed checkpoint and trains to `run.train_until`:
 //! batches are a pure function of `(seed, iteration)` so a resumed run continues exactly;
 //! stats and checkpoints are written off the training thread by a [`StoreWriter`]; every
-//! `validation_interval` steps a checkpoint is committed and handed to a [`Validate`]
-//! implementation, whose scores and best records go through the stores.
+//! `validation_interval` steps a checkpoint is committed and handed to a
+//! [`Validate`](dacapo_runtime::Validate) implementation, whose scores and best records go through the stores.
 
-pub mod backend;
 pub mod error;
-pub mod load;
 pub mod train;
 pub mod writer;
 
 pub use error::TrainerError;
-pub use load::{build_model, load_best, load_weights, update_best_records};
-pub use train::{
-    NoValidation, Stores, TrainOptions, TrainSummary, Validate, frozen_config_path, train,
-    unet_config,
-};
+pub use train::{TrainOptions, TrainSummary, frozen_config_path, train};
 pub use writer::StoreWriter;

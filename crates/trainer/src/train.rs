@@ -6,17 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dacapo_core::config::{ArchitectureConfig, Backend, RunConfig};
-use dacapo_core::{
-    TrainingIterationStats, ValidationIterationScores, ValidationMeta, ValidationScores,
-};
+use dacapo_core::{TrainingIterationStats, ValidationScores};
 use dacapo_data::{BatchSampler, Dataset, OpenOptions, Prefetch, SamplerSpec};
-use dacapo_models::{Task, TrainStep, UNet, UNetConfig, adam_config};
-use dacapo_store::{
-    FileStatsStore, LocalWeightsStore, RunLock, StatsStore, TrainState, Weights, WeightsStore,
-};
+use dacapo_models::{Task, TrainStep, adam_config};
+use dacapo_runtime::{Stores, Validate, backend, unet_config};
+use dacapo_store::{RunLock, TrainState, Weights, WeightsStore};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::backend;
 use crate::error::TrainerError;
 use crate::writer::StoreWriter;
 
@@ -25,46 +21,6 @@ pub const FROZEN_CONFIG: &str = "run.toml";
 
 /// How often queued training stats are handed to the store writer.
 const STATS_FLUSH: Duration = Duration::from_secs(1);
-
-/// Evaluates checkpoints during training; the validator crate implements it.
-pub trait Validate {
-    /// Datasets, parameter sets and criteria this validator produces scores for.
-    fn meta(&self) -> ValidationMeta;
-
-    /// Scores of the model at checkpoint `iteration` on every validation dataset.
-    fn validate(
-        &mut self,
-        iteration: u64,
-        model: &UNet,
-        task: &Task,
-        progress: &MultiProgress,
-    ) -> Result<ValidationIterationScores, Box<dyn std::error::Error + Send + Sync>>;
-
-    /// Called with checkpoints that retention removed, so their outputs can go too.
-    fn removed(&mut self, _iterations: &[u64]) {}
-}
-
-/// A validator that records nothing (runs without validation datasets).
-pub struct NoValidation;
-
-impl Validate for NoValidation {
-    fn meta(&self) -> ValidationMeta {
-        ValidationMeta::default()
-    }
-
-    fn validate(
-        &mut self,
-        iteration: u64,
-        _model: &UNet,
-        _task: &Task,
-        _progress: &MultiProgress,
-    ) -> Result<ValidationIterationScores, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(ValidationIterationScores {
-            iteration,
-            scores: Default::default(),
-        })
-    }
-}
 
 /// Options of one training invocation that are not part of the run config.
 #[derive(Clone)]
@@ -101,62 +57,6 @@ pub struct TrainSummary {
     pub stopped: bool,
     /// Loss of the last step trained in this invocation.
     pub last_loss: Option<f64>,
-}
-
-/// The stores of a run.
-#[derive(Clone)]
-pub struct Stores {
-    /// Root directory of the run directories (frozen config, lock).
-    pub root: PathBuf,
-    /// Checkpoints and best records.
-    pub weights: Arc<dyn WeightsStore>,
-    /// Training stats and validation scores.
-    pub stats: Arc<dyn StatsStore>,
-}
-
-impl Stores {
-    /// The stores `config.stores` names: `stats = "postgres://..."` and `weights =
-    /// "s3://..."` (or `file://`, `memory://`) when set, the local stores under `root`
-    /// otherwise. The frozen config and the run lock always live under `root`.
-    pub fn open(config: &RunConfig) -> Result<Self, TrainerError> {
-        let mut stores = Self::local(config);
-        stores.weights = Self::open_weights(config)?;
-        if let Some(url) = &config.stores.stats {
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return Err(dacapo_store::StoreError::Invalid(format!(
-                    "stores.stats = {url:?} is not a postgres:// URL; remove it to keep the \
-                     stats in files under stores.root"
-                ))
-                .into());
-            }
-            stores.stats = Arc::new(dacapo_store_postgres::PostgresStatsStore::connect(url)?);
-        }
-        Ok(stores)
-    }
-
-    /// The weights store `config.stores.weights` names, or the local one under `root`.
-    pub fn open_weights(config: &RunConfig) -> Result<Arc<dyn WeightsStore>, TrainerError> {
-        Ok(match &config.stores.weights {
-            Some(url) => Arc::new(dacapo_store_object::ObjectWeightsStore::from_url(url)?),
-            None => Arc::new(LocalWeightsStore::new(config.stores.root.clone())),
-        })
-    }
-
-    /// The local stores under `config.stores.root`.
-    pub fn local(config: &RunConfig) -> Self {
-        let root = config.stores.root.clone();
-        Self {
-            weights: Arc::new(LocalWeightsStore::new(root.clone())),
-            stats: Arc::new(FileStatsStore::new(root.clone())),
-            root,
-        }
-    }
-}
-
-/// The network config of a run, with the task's output channels.
-pub fn unet_config(config: &RunConfig, task: &Task) -> UNetConfig {
-    let ArchitectureConfig::Unet(arch) = &config.architecture;
-    UNetConfig::from_core(arch, task.out_channels())
 }
 
 /// Path of the frozen config of `run` under `root`.
@@ -496,7 +396,7 @@ impl Ctx<'_> {
     }
 
     fn update_best(&mut self) -> Result<(), TrainerError> {
-        crate::load::update_best_records(&*self.stores.weights, self.run, &self.scores)?;
+        dacapo_runtime::update_best_records(&*self.stores.weights, self.run, &self.scores)?;
         Ok(())
     }
 }

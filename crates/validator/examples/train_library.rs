@@ -12,7 +12,8 @@ use std::error::Error;
 use std::path::PathBuf;
 
 use dacapo_core::RunConfig;
-use dacapo_trainer::{Stores, TrainOptions, train};
+use dacapo_runtime::Stores;
+use dacapo_trainer::{TrainOptions, train};
 use dacapo_validator::RunValidator;
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -140,9 +140,9 @@ pub enum ValidatorError {
     /// The network could not be built or run.
     #[error(transparent)]
     Model(#[from] dacapo_models::ModelError),
-    /// Loading a checkpoint or other trainer-side work failed.
+    /// Opening the stores, picking the device or loading a checkpoint failed.
     #[error(transparent)]
-    Trainer(#[from] dacapo_trainer::TrainerError),
+    Runtime(#[from] dacapo_runtime::RuntimeError),
     /// A store operation failed.
     #[error(transparent)]
     Store(#[from] dacapo_store::StoreError),

@@ -3,7 +3,7 @@
 //!
 //! - [`blockwise`], [`postprocess`] and [`evaluate`] work on CPU `ndarray` arrays and do not
 //!   touch burn: block tiling on the network's pooling grid, parameter sweeps, criteria.
-//! - [`run`]: [`RunValidator`], the trainer's [`Validate`](dacapo_trainer::Validate) hook for a
+//! - [`run`]: [`RunValidator`], the trainer's [`Validate`](dacapo_runtime::Validate) hook for a
 //!   run config: blockwise prediction of each validation dataset with the model, predictions
 //!   written to `<root>/<run>/validation/<N>/<dataset>.zarr`, scores per parameter set and
 //!   criterion.

@@ -2,8 +2,8 @@
 
 use dacapo_core::config::{Backend, RunConfig};
 use dacapo_core::{ValidationIterationScores, ValidationScores};
+use dacapo_runtime::{Stores, Validate, backend, build_model, load_weights, update_best_records};
 use dacapo_store::{BestRecord, RunLock};
-use dacapo_trainer::{Stores, Validate, backend, build_model, load_weights, update_best_records};
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
 use crate::ValidatorError;

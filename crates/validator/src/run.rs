@@ -19,7 +19,7 @@ use dacapo_core::config::{ArchitectureConfig, RunConfig};
 use dacapo_core::{Criterion, ParameterSet, Score, ValidationIterationScores, ValidationMeta};
 use dacapo_data::{Dataset, OpenOptions, WriteOptions, ensure_synthetic, write_array};
 use dacapo_models::{Padding as NetPadding, Task, UNet, UNetConfig};
-use dacapo_trainer::Validate;
+use dacapo_runtime::Validate;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use ndarray::{ArrayD, ArrayViewD, Axis, Slice, Zip};
 use rayon::prelude::*;

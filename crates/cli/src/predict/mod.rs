@@ -18,7 +18,7 @@ use dacapo_core::config::Backend;
 use dacapo_data::{Normalizer, ZarrArray};
 use dacapo_models::load_model_tensors;
 use dacapo_store::{BestRecord, WeightsStore};
-use dacapo_trainer::{Stores, backend, build_model};
+use dacapo_runtime::{Stores, backend, build_model};
 use dacapo_validator::postprocess::{Parameters, PostProcessor};
 use dacapo_validator::{
     JobRequest, Ledger, PostProcess, Prepared, ZarrPath, checkpoint_sha256, plan_job,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use dacapo_core::config::Backend;
 use dacapo_models::load_model_tensors;
-use dacapo_trainer::{Stores, backend, build_model};
+use dacapo_runtime::{Stores, backend, build_model};
 use dacapo_validator::postprocess::{Parameters, PostProcessor};
 use dacapo_validator::{BlockWorker, Ledger, PostProcess, checkpoint_sha256};
 

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use dacapo_core::RunConfig;
 use dacapo_core::{ValidationIterationScores, ValidationMeta};
 use dacapo_models::{Task, UNet};
-use dacapo_trainer::{Stores, TrainOptions, Validate};
+use dacapo_runtime::{Stores, Validate};
+use dacapo_trainer::TrainOptions;
 use indicatif::MultiProgress;
 
 /// A tiny 2D distance run on synthetic cells under `dir`: `fmaps 4`, one downsample, 44²

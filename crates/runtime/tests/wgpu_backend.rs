@@ -13,7 +13,7 @@ use dacapo_models::{
 use ndarray::{ArrayD, Dimension, IxDyn};
 
 fn wgpu_device() -> Option<Device> {
-    let device = dacapo_trainer::backend::device(Backend::Wgpu).unwrap();
+    let device = dacapo_runtime::backend::device(Backend::Wgpu).unwrap();
     // burn opens the adapter on first use and panics if there is none.
     let probe = std::panic::catch_unwind(|| {
         let t = burn::tensor::Tensor::<1>::from_floats([1.0, 2.0], &device);

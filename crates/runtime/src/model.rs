@@ -1,4 +1,5 @@
-//! Loading stored checkpoints into burn models, and keeping best records up to date.
+//! The run's model: building it from the config, loading stored checkpoints into it, and
+//! keeping best records up to date.
 //!
 //! The stores know tensors, not modules: [`load_weights`] and [`load_best`] put a stored
 //! checkpoint into a [`UNet`] built from the run's config ([`build_model`]).
@@ -9,14 +10,19 @@
 use burn::tensor::Device;
 use dacapo_core::ValidationScores;
 use dacapo_core::config::{ArchitectureConfig, RunConfig};
-use dacapo_models::{Task, UNet, load_model_tensors};
+use dacapo_models::{Task, UNet, UNetConfig, load_model_tensors};
 use dacapo_store::{BestRecord, StoreError, TrainState, WeightsStore};
 
-use crate::error::TrainerError;
-use crate::train::unet_config;
+use crate::error::RuntimeError;
+
+/// The network config of a run, with the task's output channels.
+pub fn unet_config(config: &RunConfig, task: &Task) -> UNetConfig {
+    let ArchitectureConfig::Unet(arch) = &config.architecture;
+    UNetConfig::from_core(arch, task.out_channels())
+}
 
 /// The network of `config` on `device` (initialised from `run.seed`) and its task.
-pub fn build_model(config: &RunConfig, device: &Device) -> Result<(UNet, Task), TrainerError> {
+pub fn build_model(config: &RunConfig, device: &Device) -> Result<(UNet, Task), RuntimeError> {
     let ArchitectureConfig::Unet(arch) = &config.architecture;
     let task = Task::new(&config.task, arch.dims)?;
     let model = unet_config(config, &task).init(config.run.seed, device)?;
@@ -32,7 +38,7 @@ pub fn load_weights(
     run: &str,
     iteration: u64,
     model: UNet,
-) -> Result<(UNet, TrainState), TrainerError> {
+) -> Result<(UNet, TrainState), RuntimeError> {
     let w = weights.retrieve_weights(run, iteration)?;
     let model = load_model_tensors(model, &w.model)?;
     Ok((model, w.state))
@@ -46,7 +52,7 @@ pub fn load_best(
     dataset: &str,
     criterion: &str,
     model: UNet,
-) -> Result<(UNet, BestRecord), TrainerError> {
+) -> Result<(UNet, BestRecord), RuntimeError> {
     let record = weights.retrieve_best(run, dataset, criterion)?;
     let (model, _) = load_weights(weights, run, record.iteration, model)?;
     Ok((model, record))

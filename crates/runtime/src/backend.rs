@@ -3,7 +3,7 @@
 use burn::tensor::Device;
 use dacapo_core::config::Backend;
 
-use crate::error::TrainerError;
+use crate::error::RuntimeError;
 
 /// Whether `backend` was compiled into this build.
 pub fn is_compiled(backend: Backend) -> bool {
@@ -45,7 +45,7 @@ pub fn set_cpu_threads(threads: Option<usize>) {
 }
 
 /// The device of `backend` (without autodiff), or an error naming the cargo feature to enable.
-pub fn device(backend: Backend) -> Result<Device, TrainerError> {
+pub fn device(backend: Backend) -> Result<Device, RuntimeError> {
     match backend {
         Backend::Flex => Ok(Device::flex()),
         Backend::Wgpu => wgpu_device(),
@@ -55,26 +55,26 @@ pub fn device(backend: Backend) -> Result<Device, TrainerError> {
 }
 
 #[cfg(feature = "wgpu")]
-fn wgpu_device() -> Result<Device, TrainerError> {
+fn wgpu_device() -> Result<Device, RuntimeError> {
     Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn wgpu_device() -> Result<Device, TrainerError> {
-    Err(TrainerError::BackendNotCompiled {
+fn wgpu_device() -> Result<Device, RuntimeError> {
+    Err(RuntimeError::BackendNotCompiled {
         backend: "wgpu",
         hint: "; without a GPU on Linux it runs on Mesa's llvmpipe (`cargo xtask setup --wgpu`)",
     })
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_device() -> Result<Device, TrainerError> {
+fn cuda_device() -> Result<Device, RuntimeError> {
     Ok(Device::cuda(0))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_device() -> Result<Device, TrainerError> {
-    Err(TrainerError::BackendNotCompiled {
+fn cuda_device() -> Result<Device, RuntimeError> {
+    Err(RuntimeError::BackendNotCompiled {
         backend: "cuda",
         hint: "; its build downloads an LLVM bundle, so it needs internet access",
     })
@@ -82,13 +82,13 @@ fn cuda_device() -> Result<Device, TrainerError> {
 
 #[cfg(feature = "tch")]
 #[allow(deprecated)] // burn marks tch deprecated; it stays opt-in for users with libtorch.
-fn tch_device() -> Result<Device, TrainerError> {
+fn tch_device() -> Result<Device, RuntimeError> {
     Ok(Device::libtorch())
 }
 
 #[cfg(not(feature = "tch"))]
-fn tch_device() -> Result<Device, TrainerError> {
-    Err(TrainerError::BackendNotCompiled {
+fn tch_device() -> Result<Device, RuntimeError> {
+    Err(RuntimeError::BackendNotCompiled {
         backend: "tch",
         hint: "; it needs a local libtorch: set LIBTORCH or LIBTORCH_USE_PYTORCH=1",
     })

@@ -1,0 +1,45 @@
+//! The validation hook: how the trainer hands a committed checkpoint to a validator.
+
+use dacapo_core::{ValidationIterationScores, ValidationMeta};
+use dacapo_models::{Task, UNet};
+use indicatif::MultiProgress;
+
+/// Evaluates checkpoints during training; the validator crate implements it.
+pub trait Validate {
+    /// Datasets, parameter sets and criteria this validator produces scores for.
+    fn meta(&self) -> ValidationMeta;
+
+    /// Scores of the model at checkpoint `iteration` on every validation dataset.
+    fn validate(
+        &mut self,
+        iteration: u64,
+        model: &UNet,
+        task: &Task,
+        progress: &MultiProgress,
+    ) -> Result<ValidationIterationScores, Box<dyn std::error::Error + Send + Sync>>;
+
+    /// Called with checkpoints that retention removed, so their outputs can go too.
+    fn removed(&mut self, _iterations: &[u64]) {}
+}
+
+/// A validator that records nothing (runs without validation datasets).
+pub struct NoValidation;
+
+impl Validate for NoValidation {
+    fn meta(&self) -> ValidationMeta {
+        ValidationMeta::default()
+    }
+
+    fn validate(
+        &mut self,
+        iteration: u64,
+        _model: &UNet,
+        _task: &Task,
+        _progress: &MultiProgress,
+    ) -> Result<ValidationIterationScores, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ValidationIterationScores {
+            iteration,
+            scores: Default::default(),
+        })
+    }
+}
