@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use dacapo_core::config::ArchitectureConfig;
+use dacapo_core::testing::TinyRun;
 use dacapo_data::{WriteOptions, ZarrArray, write_array};
 use ndarray::{ArrayD, IxDyn};
-
-mod tiny;
 
 /// Blocks of the test input with `--block-shape 44,44` (26² outputs: 8 x 7).
 const BLOCKS: usize = 56;
@@ -31,20 +31,8 @@ impl Setup {
     /// Trains the tiny run and writes a 200x180 input.
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("tiny.toml");
+        let cfg = TinyRun::new("tiny", dir.path()).write(dir.path());
         let root = dir.path().join("runs");
-        std::fs::write(
-            &cfg,
-            tiny::config(
-                "tiny",
-                &root,
-                &dir.path().join("data.zarr"),
-                (4, 2),
-                false,
-                "",
-            ),
-        )
-        .unwrap();
         ok(&Command::new(env!("CARGO_BIN_EXE_dacapo"))
             .args(["train", "--no-progress"])
             .arg(&cfg)
@@ -405,14 +393,20 @@ fn large_3d_array_matches_one_process_with_workers_killed() {
         .unwrap_or(512);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("runs");
-    let data = dir.path().join("cells.zarr");
-    let cfg = dir.path().join("tiny3d.toml");
-    let config = tiny::config("tiny3d", &root, &data, (2, 2), false, "")
-        .replace("dims = 2", "dims = 3")
-        .replace("[[2, 2]]", "[[2, 2, 2]]")
-        .replace("input_shape = [44, 44]", "input_shape = [44, 44, 44]")
-        .replace("shape = [64, 64]", "shape = [64, 64, 64]");
-    std::fs::write(&cfg, config).unwrap();
+    let cfg = TinyRun::new("tiny3d", dir.path())
+        .schedule(2, 2)
+        .with(|c| {
+            let ArchitectureConfig::Unet(unet) = &mut c.architecture;
+            unet.dims = 3;
+            unet.downsample_factors = vec![vec![2; 3]];
+            unet.input_shape = vec![44; 3];
+            if let Some(synthetic) = &mut c.datasplit.synthetic {
+                synthetic.shape = vec![64; 3];
+            }
+            // Prediction's own default block (128³ in 3D).
+            c.validation.block_shape = None;
+        })
+        .write(dir.path());
     ok(&Command::new(env!("CARGO_BIN_EXE_dacapo"))
         .args(["train", "--no-progress"])
         .arg(&cfg)

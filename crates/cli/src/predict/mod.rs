@@ -17,8 +17,8 @@ use anyhow::{Context, Result, bail};
 use dacapo_core::config::Backend;
 use dacapo_data::{Normalizer, ZarrArray};
 use dacapo_models::load_model_tensors;
-use dacapo_store::{BestRecord, WeightsStore};
 use dacapo_runtime::{Stores, backend, build_model};
+use dacapo_store::{BestRecord, WeightsStore};
 use dacapo_validator::postprocess::{Parameters, PostProcessor};
 use dacapo_validator::{
     JobRequest, Ledger, PostProcess, Prepared, ZarrPath, checkpoint_sha256, plan_job,
