@@ -123,19 +123,32 @@ fn wait_for(child: &mut Child, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// The pid in the owner line of a claim (`worker K of N (pid P on HOST)`).
+/// The pid in the owner line of a claim (`worker K of N (pid P on HOST)`) on a block whose
+/// done marker is not written yet: a worker that is mid-block (a claim stays a moment after
+/// its marker, and a kill there would leave nothing to redo).
 fn claimed_pid(output: &str) -> Option<u32> {
-    let claims = ledger(output, "prediction").join("claims");
-    std::fs::read_dir(claims).ok()?.flatten().find_map(|e| {
-        let owner = std::fs::read_to_string(e.path()).ok()?;
-        owner
-            .split_once("(pid ")?
-            .1
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
+    let ledger = ledger(output, "prediction");
+    std::fs::read_dir(ledger.join("claims"))
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let block: usize = e.file_name().to_str()?.parse().ok()?;
+            let marker = ledger
+                .join("done")
+                .join((block / 1000).to_string())
+                .join(block.to_string());
+            if marker.exists() {
+                return None;
+            }
+            let owner = std::fs::read_to_string(e.path()).ok()?;
+            owner
+                .split_once("(pid ")?
+                .1
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
 }
 
 /// SIGKILL to a process, or to a process group with `-PGID`.
