@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! core ← store ← store-postgres, store-object    core ← data    ndimage, kernels
-//!   ← models ← runtime ← trainer, validator ← cli
+//!   ← models ← runtime ← trainer, validator ← cli    tensorboard ← trainer
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,6 +24,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     ("dacapo-data", &["dacapo-core"]),
     ("dacapo-ndimage", &[]),
     ("dacapo-kernels", &[]),
+    ("dacapo-tensorboard", &[]),
     (
         "dacapo-models",
         &["dacapo-core", "dacapo-ndimage", "dacapo-kernels"],
@@ -47,6 +48,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
             "dacapo-data",
             "dacapo-models",
             "dacapo-runtime",
+            "dacapo-tensorboard",
         ],
     ),
     (
@@ -83,6 +85,7 @@ pub const NO_BURN: &[&str] = &[
     "dacapo-store-object",
     "dacapo-data",
     "dacapo-ndimage",
+    "dacapo-tensorboard",
 ];
 
 /// Runs `cargo xtask deps`.

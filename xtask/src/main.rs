@@ -8,6 +8,7 @@ mod deps;
 mod ome_zarr;
 mod services;
 mod sweep;
+mod tensorboard;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -33,6 +34,9 @@ enum Cmd {
         /// Also make the Python venv with `ome-zarr` that the OME-Zarr reader test uses.
         #[arg(long)]
         ome_zarr: bool,
+        /// Also make the Python venv with `tensorboard` that the event-file read-back tests use.
+        #[arg(long)]
+        tensorboard: bool,
         /// Only report what is missing; install nothing.
         #[arg(long)]
         check: bool,
@@ -86,11 +90,15 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Setup {
             wgpu,
             ome_zarr,
+            tensorboard,
             check,
         } => {
             setup(wgpu, check)?;
             if ome_zarr {
                 ome_zarr::ensure(check)?;
+            }
+            if tensorboard {
+                tensorboard::ensure(check)?;
             }
             Ok(())
         }
@@ -250,8 +258,10 @@ fn ci() -> Result<()> {
     deps::run()?;
     // Servers for the scale-out tests; a service that cannot start here makes its tests skip.
     services::up(services::ALL);
-    let reader = ome_zarr::env();
-    test_with(&[], &reader)?;
+    // The Python readers the tests check our files with (OME-Zarr, TensorBoard).
+    let mut readers = ome_zarr::env();
+    readers.extend(tensorboard::env());
+    test_with(&[], &readers)?;
     wgpu_test()
 }
 

@@ -3,8 +3,9 @@
 //! One panel for the training loss (raw, faint, and a centred moving average; log scale when
 //! it spans decades) and one panel per (dataset, criterion) with the score of the best
 //! post-processing parameter at each validated iteration, the best iteration marked. Several
-//! runs share the panels, one colour each. Text uses an embedded DejaVu Sans, so no system
-//! font libraries are needed.
+//! runs share the panels, one colour each. Each panel's legend sits between its title and its
+//! chart, wrapped to the panel's width, so it never covers a curve. Text uses an embedded
+//! DejaVu Sans, so no system font libraries are needed.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -17,8 +18,10 @@ use dacapo_core::{BestDim, ValidationScores};
 use dacapo_store::BestRecord;
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
+use plotters::coord::types::RangedCoordu64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::RootArg;
 use crate::runs::{self, Stores};
@@ -458,56 +461,48 @@ fn loss_panel<DB: DrawingBackend>(
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
     });
-    let entries = data.iter().filter(|d| !d.loss.is_empty()).count();
-    let top = legend_fraction(area.dim_in_pixel().1, entries);
+    let legend: Vec<LegendEntry> = data
+        .iter()
+        .filter(|d| !d.loss.is_empty())
+        .map(|d| LegendEntry {
+            color: d.color,
+            text: format!("{} (average of {})", d.name, d.window),
+        })
+        .collect();
+    let area = title_and_legend(
+        area,
+        "training loss (faint: per step, bold: moving average)",
+        &legend,
+    )?;
     // A log axis only helps when the loss is positive and falls by decades.
     if lo > 0.0 && hi / lo >= 100.0 {
-        let r = with_legend_room(lo.log10() - 0.1..hi.log10() + 0.1, top, 0.0);
-        let y = (10f64.powf(r.start)..10f64.powf(r.end)).log_scale();
-        loss_chart(area, data, x_max, y)
+        let y = (10f64.powf(lo.log10() - 0.1)..10f64.powf(hi.log10() + 0.1)).log_scale();
+        loss_chart(&area, data, x_max, y, 0.0)
     } else {
-        loss_chart(
-            area,
-            data,
-            x_max,
-            with_legend_room(padded(lo, hi), top, 0.0),
-        )
+        let y = padded(lo, hi);
+        let span = y.end - y.start;
+        loss_chart(&area, data, x_max, y, span)
     }
 }
 
+/// The loss chart on `area` (below its title and legend); `span` is the height of a linear
+/// y axis (0 for a log axis), a billionth of which is rounding noise in tick values.
 fn loss_chart<DB, Y>(
     area: &DrawingArea<DB, Shift>,
     data: &[RunData],
     x_max: u64,
     y: Y,
+    span: f64,
 ) -> Result<()>
 where
     DB: DrawingBackend,
     Y: AsRangedCoord<Value = f64>,
     Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
-    let (_, h) = area.dim_in_pixel();
-    let (caption, label, legend) = font_sizes(h);
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            "training loss (faint: per step, bold: moving average)",
-            ("sans-serif", caption),
-        )
-        .margin(12)
-        .x_label_area_size(label * 3)
-        .y_label_area_size(label * 5)
+    let mut chart = chart_builder(area)
         .build_cartesian_2d(0..x_max, y)
         .map_err(plot_err)?;
-    chart
-        .configure_mesh()
-        .x_desc("iteration")
-        .y_desc("loss")
-        .y_label_formatter(&|v| runs::fmt_tick(*v))
-        .label_style(("sans-serif", label))
-        .light_line_style(BLACK.mix(0.04))
-        .bold_line_style(BLACK.mix(0.12))
-        .draw()
-        .map_err(plot_err)?;
+    configure_mesh(&mut chart, area, "loss", span)?;
     for d in data.iter().filter(|d| !d.loss.is_empty()) {
         chart
             .draw_series(LineSeries::new(
@@ -517,46 +512,162 @@ where
             .map_err(plot_err)?;
     }
     for d in data.iter().filter(|d| !d.loss.is_empty()) {
-        let color = d.color;
         chart
             .draw_series(LineSeries::new(
                 decimate(&d.smoothed, MAX_POINTS),
-                color.stroke_width(2),
+                d.color.stroke_width(2),
             ))
-            .map_err(plot_err)?
-            .label(format!("{} (average of {})", d.name, d.window))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+            .map_err(plot_err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", legend))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .draw()
-        .map_err(plot_err)?;
     Ok(())
 }
 
-/// The share of a panel's plotting height that a legend of `entries` lines takes.
-fn legend_fraction(area_h: u32, entries: usize) -> f64 {
-    if entries == 0 {
-        return 0.0;
-    }
-    let (caption, label, legend) = font_sizes(area_h);
-    let plot_h = f64::from(area_h) - f64::from(caption) * 1.5 - f64::from(label) * 3.0 - 24.0;
-    let legend_h = entries as f64 * f64::from(legend + 8) + 14.0;
-    (legend_h / plot_h.max(1.0)).min(0.6)
+/// The chart layout shared by all panels (their title and legend are drawn above it).
+fn chart_builder<'a, 'b, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+) -> ChartBuilder<'a, 'b, DB> {
+    let label = label_size(area);
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .margin(12)
+        .margin_top(6)
+        .x_label_area_size(label * 3)
+        .y_label_area_size(label * 5);
+    builder
 }
 
-/// `range` extended so that the top `top` and bottom `bottom` shares of the axis are free
-/// for a legend.
-fn with_legend_room(range: Range<f64>, top: f64, bottom: f64) -> Range<f64> {
-    let keep = (1.0 - top - bottom).max(0.2);
-    let total = (range.end - range.start) / keep;
-    range.start - bottom * total..range.end + top * total
+/// Tick label size for a chart on `area`.
+fn label_size<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>) -> u32 {
+    font_sizes(area.dim_in_pixel().1).1
+}
+
+/// Axis titles, tick labels and grid of a panel; `span`: see [`loss_chart`].
+fn configure_mesh<DB, Y>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordu64, Y>>,
+    area: &DrawingArea<DB, Shift>,
+    y_desc: &str,
+    span: f64,
+) -> Result<()>
+where
+    DB: DrawingBackend,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let formatter = |v: &f64| tick_label(*v, span);
+    chart
+        .configure_mesh()
+        .x_desc("iteration")
+        .y_desc(y_desc)
+        .y_labels(6)
+        .y_label_formatter(&formatter)
+        .label_style(("sans-serif", label_size(area)))
+        .light_line_style(BLACK.mix(0.04))
+        .bold_line_style(BLACK.mix(0.12))
+        .draw()
+        .map_err(plot_err)
+}
+
+/// The label of tick value `v` on a linear axis `span` high (0 for a log axis): ticks are
+/// computed as `start + k * step`, so a value within a billionth of the axis of zero is zero,
+/// not `-5.551e-17`.
+fn tick_label(v: f64, span: f64) -> String {
+    runs::fmt_tick(if v.abs() < span * 1e-9 { 0.0 } else { v })
+}
+
+/// One line of a panel's legend.
+struct LegendEntry {
+    color: RGBColor,
+    text: String,
+}
+
+/// Draws `caption` at the top of `area` and under it the legend: per entry a colour sample
+/// and the text, wrapped onto a second line (and shortened with "…" past that) where the
+/// panel is too narrow. Returns the rest of `area` for the chart, so a legend never covers a
+/// curve nor runs past the panel.
+fn title_and_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    caption: &str,
+    entries: &[LegendEntry],
+) -> Result<DrawingArea<DB, Shift>> {
+    let (w, h) = area.dim_in_pixel();
+    let (caption_size, label, legend_size) = font_sizes(h);
+    let titled = area
+        .titled(caption, ("sans-serif", caption_size))
+        .map_err(plot_err)?;
+    if entries.is_empty() {
+        return Ok(titled);
+    }
+    // Aligned with the chart's plotting area (margin + y label area).
+    let left = (12 + label * 5) as i32;
+    let text_x = left + 26;
+    let max_width = w.saturating_sub(text_x as u32 + 12);
+    let style = TextStyle::from(("sans-serif", legend_size).into_font())
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    let width = |t: &str| {
+        titled
+            .estimate_text_size(t, &style)
+            .map_or(u32::MAX, |(w, _)| w)
+    };
+    let lines: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| wrap_text(&e.text, max_width, 2, width))
+        .collect();
+    let line = legend_size + 5;
+    let count: usize = lines.iter().map(Vec::len).sum();
+    let (legend, rest) = titled.split_vertically(count as u32 * line + 4);
+    let mut row = 0u32;
+    for (entry, lines) in entries.iter().zip(&lines) {
+        let y = (row * line + line / 2) as i32;
+        legend
+            .draw(&PathElement::new(
+                vec![(left, y), (left + 20, y)],
+                entry.color.stroke_width(2),
+            ))
+            .map_err(plot_err)?;
+        for text in lines {
+            let y = (row * line + line / 2) as i32;
+            legend
+                .draw_text(text, &style, (text_x, y))
+                .map_err(plot_err)?;
+            row += 1;
+        }
+    }
+    Ok(rest)
+}
+
+/// `text` broken at spaces into at most `max_lines` lines that `width` says fit in `max`
+/// pixels; a word too long for a line, or text left over, is cut with "…".
+fn wrap_text(text: &str, max: u32, max_lines: usize, width: impl Fn(&str) -> u32) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut words = text.split(' ').peekable();
+    while let Some(word) = words.next() {
+        let last = lines.len() == max_lines;
+        match lines.last_mut() {
+            Some(line) if width(&format!("{line} {word}")) <= max => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            Some(line) if last => {
+                // No room for another line: the rest goes, marked.
+                let rest: Vec<&str> = std::iter::once(word).chain(words.by_ref()).collect();
+                *line = shorten(&format!("{line} {}", rest.join(" ")), max, &width);
+            }
+            _ => lines.push(shorten(word, max, &width)),
+        }
+    }
+    lines
+}
+
+/// `text` if `width` says it fits in `max` pixels, else its longest prefix that fits with "…".
+fn shorten(text: &str, max: u32, width: &impl Fn(&str) -> u32) -> String {
+    if width(text) <= max {
+        return text.to_owned();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    (0..chars.len())
+        .rev()
+        .map(|n| format!("{}…", chars[..n].iter().collect::<String>()))
+        .find(|t| width(t) <= max)
+        .unwrap_or_default()
 }
 
 /// `lo..hi` widened by 5% (or around a single value), for a linear axis.
@@ -610,48 +721,39 @@ fn score_panel<DB: DrawingBackend>(
     }
     let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let entries = data
-        .iter()
-        .filter(|d| d.best_per_iteration.contains_key(&key))
-        .count();
-    // The legend goes where curves of this criterion are not expected: low for
-    // higher-is-better scores, which rise, and high for the others.
-    let room = legend_fraction(area.dim_in_pixel().1, entries);
-    let y = if panel.higher_is_better {
-        with_legend_room(padded(lo, hi), 0.0, room)
-    } else {
-        with_legend_room(padded(lo, hi), room, 0.0)
-    };
-
-    let (_, h) = area.dim_in_pixel();
-    let (caption, label, legend) = font_sizes(h);
+    let y = padded(lo, hi);
     let direction = if panel.higher_is_better {
         "higher is better"
     } else {
         "lower is better"
     };
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!("{} / {} ({direction})", panel.dataset, panel.criterion),
-            ("sans-serif", caption),
-        )
-        .margin(12)
-        .x_label_area_size(label * 3)
-        .y_label_area_size(label * 5)
+    let legend: Vec<LegendEntry> = data
+        .iter()
+        .filter(|d| d.best_per_iteration.contains_key(&key))
+        .map(|d| LegendEntry {
+            color: d.color,
+            text: match d.best.get(&key) {
+                Some(b) => format!(
+                    "{}: best {} @ {} ({})",
+                    d.name,
+                    runs::fmt_num(b.value),
+                    b.iteration,
+                    b.parameter
+                ),
+                None => d.name.clone(),
+            },
+        })
+        .collect();
+    let area = title_and_legend(
+        area,
+        &format!("{} / {} ({direction})", panel.dataset, panel.criterion),
+        &legend,
+    )?;
+    let mut chart = chart_builder(&area)
         .build_cartesian_2d(0..x_max, y.clone())
         .map_err(plot_err)?;
-    chart
-        .configure_mesh()
-        .x_desc("iteration")
-        .y_desc(panel.criterion.as_str())
-        .y_label_formatter(&|v| runs::fmt_tick(*v))
-        .label_style(("sans-serif", label))
-        .light_line_style(BLACK.mix(0.04))
-        .bold_line_style(BLACK.mix(0.12))
-        .draw()
-        .map_err(plot_err)?;
+    configure_mesh(&mut chart, &area, &panel.criterion, y.end - y.start)?;
 
-    let mut labelled = false;
     for d in data {
         let color = d.color;
         if opts.all_parameters {
@@ -672,26 +774,11 @@ fn score_panel<DB: DrawingBackend>(
                 .map_err(plot_err)?;
         }
         if let Some(series) = d.best_per_iteration.get(&key) {
-            let text = match best {
-                Some(b) => format!(
-                    "{}: best {} @ {} ({})",
-                    d.name,
-                    runs::fmt_num(b.value),
-                    b.iteration,
-                    b.parameter
-                ),
-                None => d.name.clone(),
-            };
             chart
                 .draw_series(
                     LineSeries::new(series.iter().copied(), color.stroke_width(2)).point_size(3),
                 )
-                .map_err(plot_err)?
-                .label(text)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            labelled = true;
+                .map_err(plot_err)?;
         }
         if let Some(b) = best.filter(|b| b.value.is_finite()) {
             chart
@@ -701,20 +788,6 @@ fn score_panel<DB: DrawingBackend>(
                 ])
                 .map_err(plot_err)?;
         }
-    }
-    if labelled {
-        chart
-            .configure_series_labels()
-            .position(if panel.higher_is_better {
-                SeriesLabelPosition::LowerRight
-            } else {
-                SeriesLabelPosition::UpperRight
-            })
-            .label_font(("sans-serif", legend))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .map_err(plot_err)?;
     }
     Ok(())
 }
@@ -758,6 +831,38 @@ mod tests {
         assert_eq!(grid(3, 1200, 800), (2, 2));
         assert_eq!(grid(9, 1200, 800), (3, 3));
         assert_eq!(grid(2, 1200, 800), (1, 2));
+    }
+
+    #[test]
+    fn rounding_noise_is_labelled_zero() {
+        // The quickstart's flat fnr: 0 on an axis from -0.5 to 0.8.
+        assert_eq!(tick_label(-5.551115123125783e-17, 1.3), "0");
+        assert_eq!(tick_label(0.2, 1.3), "0.2");
+        assert_eq!(tick_label(1e-12, 0.0), "1e-12");
+        assert_eq!(tick_label(2e-4, 1e-3), "2e-4");
+    }
+
+    #[test]
+    fn legend_text_wraps_at_spaces_then_shortens() {
+        // One pixel per character.
+        let width = |t: &str| t.chars().count() as u32;
+        assert_eq!(
+            wrap_text("run: best 1 @ 5", 40, 2, width),
+            ["run: best 1 @ 5"]
+        );
+        assert_eq!(
+            wrap_text("run: best 0.9833 @ 750 (threshold=0)", 20, 2, width),
+            ["run: best 0.9833 @", "750 (threshold=0)"]
+        );
+        let cut = wrap_text(
+            "a-long-run-name: best 0.9833 @ 750 (threshold=0.25)",
+            12,
+            2,
+            width,
+        );
+        assert_eq!(cut, ["a-long-run-…", "best 0.9833…"]);
+        assert!(cut.iter().all(|l| width(l) <= 12));
+        assert_eq!(shorten("abc", 0, &width), "");
     }
 
     #[test]

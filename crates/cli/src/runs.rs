@@ -48,6 +48,9 @@ pub enum RunsCommand {
         /// Print a JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// List the validation snapshots (PNG per checkpoint and dataset) instead.
+        #[arg(long)]
+        snapshots: bool,
     },
     /// Remove a run: checkpoints, best records, config, training stats and validation scores.
     Rm {
@@ -69,7 +72,15 @@ pub enum RunsCommand {
 pub fn run(cmd: RunsCommand) -> Result<()> {
     match cmd {
         RunsCommand::Ls { root, json } => ls(&root.root, json),
-        RunsCommand::Show { name, root, json } => show(&root.root, &name, json),
+        RunsCommand::Show {
+            name,
+            root,
+            json,
+            snapshots: true,
+        } => show_snapshots(&root.root, &name, json),
+        RunsCommand::Show {
+            name, root, json, ..
+        } => show(&root.root, &name, json),
         RunsCommand::Rm {
             name,
             keep_best,
@@ -332,11 +343,16 @@ pub(crate) fn fmt_num(v: f64) -> String {
     }
 }
 
-/// [`fmt_num`] without trailing zeros, for axis ticks.
+/// [`fmt_num`] without trailing zeros (also in an exponent's mantissa), for axis ticks.
 pub(crate) fn fmt_tick(v: f64) -> String {
     let s = fmt_num(v);
-    if s.contains('.') && !s.contains('e') {
-        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    let (mantissa, exponent) = match s.split_once('e') {
+        Some((m, e)) => (m, format!("e{e}")),
+        None => (s.as_str(), String::new()),
+    };
+    if mantissa.contains('.') {
+        let trimmed = mantissa.trim_end_matches('0').trim_end_matches('.');
+        format!("{trimmed}{exponent}")
     } else {
         s
     }
@@ -595,6 +611,49 @@ fn ls(root: &Path, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A validation snapshot as `runs show --snapshots --json` prints it.
+#[derive(Serialize)]
+struct SnapshotRow {
+    iteration: u64,
+    dataset: String,
+    path: PathBuf,
+}
+
+/// `runs show NAME --snapshots`: the run's validation snapshots, oldest first.
+fn show_snapshots(root: &Path, name: &str, json: bool) -> Result<()> {
+    require_run(root, name)?;
+    let dir = root.join(name).join(dacapo_validator::run::PREDICTIONS_DIR);
+    let snapshots = dacapo_validator::snapshot::list_snapshots(root, name)
+        .with_context(|| format!("cannot list the snapshots in {}", dir.display()))?;
+    if json {
+        let rows: Vec<SnapshotRow> = snapshots
+            .into_iter()
+            .map(|s| SnapshotRow {
+                iteration: s.iteration,
+                dataset: s.dataset,
+                path: s.path,
+            })
+            .collect();
+        return emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?));
+    }
+    if snapshots.is_empty() {
+        return emit(&format!(
+            "no snapshots yet: each validation writes one per dataset to {}/<iteration>/\n",
+            dir.display()
+        ));
+    }
+    let mut table = Table::new(&["ITERATION", "DATASET", "FILE"]);
+    table.right_align(&[0]);
+    for s in snapshots {
+        table.row(vec![
+            s.iteration.to_string(),
+            s.dataset,
+            s.path.display().to_string(),
+        ]);
+    }
+    emit(&table.render())
 }
 
 fn show(root: &Path, name: &str, json: bool) -> Result<()> {
@@ -973,7 +1032,9 @@ mod tests {
         assert_eq!(fmt_num(f64::NEG_INFINITY), "-inf");
         assert_eq!(fmt_tick(0.01), "0.01");
         assert_eq!(fmt_tick(120.0), "120");
-        assert_eq!(fmt_tick(1.5e-5), "1.500e-5");
+        assert_eq!(fmt_tick(1.5e-5), "1.5e-5");
+        assert_eq!(fmt_tick(5e-4), "5e-4");
+        assert_eq!(fmt_tick(-2.5e7), "-2.5e7");
     }
 
     #[test]

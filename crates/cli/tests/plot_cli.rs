@@ -160,3 +160,152 @@ fn errors_name_the_problem() {
         "{err}"
     );
 }
+
+/// A text element of an SVG.
+#[derive(Debug)]
+struct SvgText {
+    x: f64,
+    y: f64,
+    size: f64,
+    /// Left-aligned: only legend lines are.
+    start: bool,
+    text: String,
+}
+
+/// The text elements of an SVG, rotated ones (axis titles) left out.
+fn svg_texts(doc: &roxmltree::Document) -> Vec<SvgText> {
+    let num = |n: &roxmltree::Node, a: &str| n.attribute(a).unwrap().parse::<f64>().unwrap();
+    doc.descendants()
+        .filter(|n| n.has_tag_name("text") && n.attribute("transform").is_none())
+        .map(|n| SvgText {
+            x: num(&n, "x"),
+            y: num(&n, "y"),
+            size: num(&n, "font-size"),
+            start: n.attribute("text-anchor") == Some("start"),
+            text: n.text().unwrap_or_default().trim().to_owned(),
+        })
+        .collect()
+}
+
+/// Width in pixels of `text` in the plot's font at `size`.
+fn text_width(text: &str, size: f64) -> f64 {
+    use ab_glyph::{Font, FontRef, ScaleFont};
+    let font = FontRef::try_from_slice(include_bytes!("../assets/DejaVuSans.ttf")).unwrap();
+    let font = font.as_scaled(size as f32);
+    text.chars()
+        .map(|c| f64::from(font.h_advance(font.glyph_id(c))))
+        .sum()
+}
+
+#[test]
+fn legends_sit_above_the_curves_and_inside_the_panel() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let name = "a-run-with-a-rather-long-name";
+    make_run(root, name, 400, 100, 400);
+    let out = root.join("narrow.svg");
+    // One column: the loss panel over the dice panel, each 400 pixels high.
+    ok(&dacapo(
+        root,
+        &[
+            "plot",
+            name,
+            "-c",
+            "dice",
+            "-o",
+            out.to_str().unwrap(),
+            "--width",
+            "360",
+            "--height",
+            "800",
+        ],
+    ));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    // Curves: the run's colour, 2 pixels wide, more points than a legend sample.
+    let mut curve_points: Vec<(f64, f64)> = Vec::new();
+    for n in doc.descendants().filter(|n| n.has_tag_name("polyline")) {
+        let points: Vec<(f64, f64)> = n
+            .attribute("points")
+            .unwrap()
+            .split_whitespace()
+            .map(|p| {
+                let (x, y) = p.split_once(',').unwrap();
+                (x.parse().unwrap(), y.parse().unwrap())
+            })
+            .collect();
+        if n.attribute("stroke") == Some("#1F77B4") && points.len() > 2 {
+            curve_points.extend(points);
+        }
+    }
+    assert!(!curve_points.is_empty());
+    let legend: Vec<SvgText> = svg_texts(&doc).into_iter().filter(|t| t.start).collect();
+    // The legends do not fit 360 pixels on one line: they wrap, nothing is lost.
+    let lines = |top: bool| -> String {
+        let lines: Vec<&str> = legend
+            .iter()
+            .filter(|t| (t.y < 400.0) == top)
+            .map(|t| t.text.as_str())
+            .collect();
+        assert_eq!(lines.len(), 2, "{legend:?}");
+        lines.join(" ")
+    };
+    assert_eq!(lines(true), format!("{name} (average of 8)"));
+    assert_eq!(
+        lines(false),
+        format!("{name}: best 0.9000 @ 200 (threshold=0.50)")
+    );
+    for t in &legend {
+        let line = &t.text;
+        assert!(
+            t.x + text_width(line, t.size) <= 360.0,
+            "{line:?} runs past the edge"
+        );
+        let panel = (t.y / 400.0).floor();
+        for &(px, py) in &curve_points {
+            if (py / 400.0).floor() == panel {
+                assert!(
+                    py > t.y + t.size,
+                    "curve point ({px}, {py}) under legend {line:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn flat_series_get_plain_tick_labels() {
+    use dacapo_core::{Score, ValidationIterationScores};
+    use dacapo_store::{FileStatsStore, StatsStore};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    make_run(root, "flat", 400, 100, 400);
+    // voi 0 at every validation: the axis is centred on 0.
+    let store = FileStatsStore::new(root);
+    let stored = store.retrieve_validation_iteration_scores("flat").unwrap();
+    let flat = stored
+        .subscores(stored.scores().iter().map(|s| {
+            let mut s: ValidationIterationScores = s.clone();
+            for per_param in s.scores.values_mut().flat_map(|d| d.values_mut()) {
+                per_param.insert("voi".into(), Score(0.0));
+            }
+            s
+        }))
+        .unwrap();
+    store
+        .store_validation_iteration_scores("flat", &flat)
+        .unwrap();
+    let out = root.join("flat.svg");
+    ok(&dacapo(
+        root,
+        &["plot", "flat", "-c", "voi", "-o", out.to_str().unwrap()],
+    ));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let texts: Vec<String> = svg_texts(&doc).into_iter().map(|t| t.text).collect();
+    assert!(texts.iter().any(|t| t == "0"), "{texts:?}");
+    assert!(
+        !texts.iter().any(|t| t.contains("e-1") || t.contains("e-2")),
+        "rounding noise as a tick label: {texts:?}"
+    );
+}

@@ -38,6 +38,9 @@ pub struct RunConfig {
     /// How validation runs.
     #[serde(default)]
     pub validation: ValidationConfig,
+    /// What training logs as it goes (TensorBoard event files).
+    #[serde(default)]
+    pub logging: LoggingConfig,
 }
 
 /// The `[run]` section.
@@ -555,6 +558,47 @@ pub struct ValidationConfig {
     pub keep_predictions: bool,
 }
 
+/// The `[logging]` section: TensorBoard event files written while training. None of it
+/// changes what is trained (it is not part of the config hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// Write TensorBoard event files.
+    #[serde(default = "yes")]
+    pub tensorboard: bool,
+    /// Directory whose `<run>/` subdirectory gets the event files (default: `stores.root`,
+    /// so `tensorboard --logdir <root>` shows every run under its name).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Steps between logged training scalars (loss, learning rate, iterations/s).
+    #[serde(default = "one_u64")]
+    pub stride: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one_u64() -> u64 {
+    1
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            tensorboard: true,
+            dir: None,
+            stride: 1,
+        }
+    }
+}
+
+impl LoggingConfig {
+    /// The directory of `run`'s event files, given the config's store root.
+    pub fn run_dir(&self, root: &Path, run: &str) -> PathBuf {
+        self.dir.as_deref().unwrap_or(root).join(run)
+    }
+}
+
 impl RunConfig {
     /// Reads a run config from a TOML file, then applies `DACAPO__SECTION__KEY` overrides.
     pub fn load(path: &Path) -> Result<Self, CoreError> {
@@ -639,6 +683,12 @@ impl RunConfig {
         }
         if self.run.threads == Some(0) {
             return Err(bad("run.threads", "must be at least 1 when given".into()));
+        }
+        if self.logging.stride == 0 {
+            return Err(bad(
+                "logging.stride",
+                "must be at least 1 (steps between logged training scalars)".into(),
+            ));
         }
         let ArchitectureConfig::Unet(unet) = &self.architecture;
         if !(2..=3).contains(&unet.dims) {
@@ -783,7 +833,8 @@ impl RunConfig {
 
     /// Hash of everything that decides the training trajectory (task, architecture,
     /// trainer, training data, seed): a resumed run with another hash would not be exact.
-    /// `train_until`, intervals, backend, stores and validation settings may change freely.
+    /// `train_until`, intervals, backend, stores, validation and logging settings may change
+    /// freely.
     pub fn trajectory_hash(&self) -> String {
         // Settings that cannot change the trajectory stay out, so changing them (or a version
         // that adds such a setting) does not block a resume.

@@ -1,5 +1,7 @@
 //! The validation hook: how the trainer hands a committed checkpoint to a validator.
 
+use std::path::PathBuf;
+
 use dacapo_core::{ValidationIterationScores, ValidationMeta};
 use dacapo_models::{Task, UNet};
 use indicatif::MultiProgress;
@@ -20,6 +22,11 @@ pub trait Validate {
 
     /// Called with checkpoints that retention removed, so their outputs can go too.
     fn removed(&mut self, _iterations: &[u64]) {}
+
+    /// Snapshot images (PNG files) of the validation of checkpoint `iteration`, by dataset.
+    fn snapshots(&self, _iteration: u64) -> Vec<(String, PathBuf)> {
+        Vec::new()
+    }
 }
 
 /// A validator that records nothing (runs without validation datasets).

@@ -115,7 +115,7 @@ impl Drop for RunLock {
 }
 
 /// This machine's host name, or `unknown-host`.
-fn hostname() -> String {
+pub fn hostname() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_owned())

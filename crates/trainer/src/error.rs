@@ -71,6 +71,9 @@ pub enum TrainerError {
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(String),
+    /// The TensorBoard event file could not be created.
+    #[error("TensorBoard logging: {0}")]
+    Logging(String),
     /// Writing the frozen run config failed.
     #[error("cannot write {path}: {source}")]
     Io {

@@ -14,6 +14,7 @@ use dacapo_store::{RunLock, TrainState, Weights, WeightsStore};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::TrainerError;
+use crate::tensorboard::TensorboardLog;
 use crate::writer::StoreWriter;
 
 /// Name of the frozen config file in a run's directory.
@@ -185,6 +186,13 @@ pub fn train(
     bar.set_prefix(run.clone());
     bar.set_position(resumed_from);
 
+    let tensorboard = if config.logging.tensorboard {
+        let dir = config.logging.run_dir(&stores.root, &run);
+        let stride = config.logging.stride;
+        Some(TensorboardLog::start(&dir, stride, resumed_from, &stats)?)
+    } else {
+        None
+    };
     let mut writer = StoreWriter::start(
         run.clone(),
         Arc::clone(&stores.weights),
@@ -200,6 +208,7 @@ pub fn train(
         validator,
         scores,
         multi: &multi,
+        tensorboard,
     };
 
     // A resumed interval checkpoint that was never validated (killed during validation) is
@@ -211,6 +220,8 @@ pub fn train(
     } else if !ctx.scores.scores().is_empty() {
         // Best records lag the stored scores if the last trainer died between the two.
         ctx.update_best()?;
+        // The restart marker made TensorBoard forget the resumed checkpoint's validation.
+        ctx.log_validation(resumed_from);
     }
 
     let mut last_checkpoint = resumed_from;
@@ -244,11 +255,15 @@ pub fn train(
             }
             Err(e) => return Err(e.into()),
         };
-        pending.push(TrainingIterationStats {
+        let record = TrainingIterationStats {
             iteration: i,
             loss,
             time: t0.elapsed().as_secs_f64(),
-        });
+        };
+        if let Some(tb) = &mut ctx.tensorboard {
+            tb.step(&record, step.learning_rate());
+        }
+        pending.push(record);
         last_loss = Some(loss);
         i += 1;
         bar.set_position(i);
@@ -256,6 +271,9 @@ pub fn train(
         let at_checkpoint = i % config.run.validation_interval == 0 || i == config.run.train_until;
         if at_checkpoint || last_flush.elapsed() >= STATS_FLUSH {
             writer.stats(std::mem::take(&mut pending))?;
+            if let Some(tb) = &mut ctx.tensorboard {
+                tb.flush();
+            }
             last_flush = Instant::now();
         }
         if at_checkpoint {
@@ -272,6 +290,8 @@ pub fn train(
         last_checkpoint = i;
     }
     writer.finish()?;
+    // Writes what is queued, syncs and ends the event file.
+    drop(ctx.tensorboard.take());
     bar.finish_and_clear();
     Ok(TrainSummary {
         resumed_from,
@@ -317,6 +337,7 @@ struct Ctx<'a> {
     validator: &'a mut dyn Validate,
     scores: ValidationScores,
     multi: &'a MultiProgress,
+    tensorboard: Option<TensorboardLog>,
 }
 
 impl Ctx<'_> {
@@ -326,6 +347,11 @@ impl Ctx<'_> {
         step: &TrainStep,
         writer: &mut StoreWriter,
     ) -> Result<(), TrainerError> {
+        // What was logged up to the checkpoint is on disk before the checkpoint is, so a
+        // resumed run's log has no gap.
+        if let Some(tb) = &mut self.tensorboard {
+            tb.sync();
+        }
         let (model, optimizer) = step.to_tensors()?;
         let mut state = TrainState::new(
             iteration,
@@ -383,6 +409,7 @@ impl Ctx<'_> {
                 .stats
                 .store_validation_iteration_scores(self.run, &self.scores)?;
             self.update_best()?;
+            self.log_validation(iteration);
         }
         let removed = self
             .stores
@@ -393,6 +420,15 @@ impl Ctx<'_> {
             self.validator.removed(&removed);
         }
         Ok(())
+    }
+
+    /// Queues the stored scores and the snapshots of the validation of `iteration` for
+    /// TensorBoard (nothing if it has none).
+    fn log_validation(&mut self, iteration: u64) {
+        if let Some(tb) = &mut self.tensorboard {
+            tb.validation(&self.scores, iteration);
+            tb.snapshots(iteration, self.validator.snapshots(iteration));
+        }
     }
 
     fn update_best(&mut self) -> Result<(), TrainerError> {

@@ -134,6 +134,15 @@ pub enum ValidatorError {
         /// Who holds it.
         who: String,
     },
+    /// A validation snapshot could not be written.
+    #[error("cannot write the validation snapshot {path}: {source}")]
+    Snapshot {
+        /// The PNG file.
+        path: std::path::PathBuf,
+        /// The operating system's (or encoder's) error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Reading or writing arrays failed.
     #[error(transparent)]
     Data(#[from] dacapo_data::DataError),

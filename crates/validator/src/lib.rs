@@ -7,6 +7,8 @@
 //!   run config: blockwise prediction of each validation dataset with the model, predictions
 //!   written to `<root>/<run>/validation/<N>/<dataset>.zarr`, scores per parameter set and
 //!   criterion.
+//! - [`snapshot`]: per validation a PNG of a central slice of raw, ground truth, prediction
+//!   and the best segmentation side by side.
 //! - [`revalidate`]: `dacapo validate`, re-scoring stored checkpoints and best records.
 //! - [`predict`]: `dacapo predict`, a whole zarr array predicted block by block into a new one,
 //!   by one or many worker processes; [`ledger`]: its resumable bookkeeping.
@@ -19,6 +21,7 @@ pub mod postprocess;
 pub mod predict;
 pub mod revalidate;
 pub mod run;
+pub mod snapshot;
 
 pub use error::ValidatorError;
 pub use ledger::{Ledger, PredictSpec, Status};

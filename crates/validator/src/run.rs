@@ -21,12 +21,13 @@ use dacapo_data::{Dataset, OpenOptions, WriteOptions, ensure_synthetic, write_ar
 use dacapo_models::{Padding as NetPadding, Task, UNet, UNetConfig};
 use dacapo_runtime::Validate;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use ndarray::{ArrayD, ArrayViewD, Axis, Slice, Zip};
+use ndarray::{Array2, ArrayD, ArrayViewD, Axis, Slice, Zip};
 use rayon::prelude::*;
 
 use crate::ValidatorError;
 use crate::blockwise::{BlockSpec, block_count, predict_blockwise};
 use crate::postprocess::{Parameters, PostProcessor, Segmentation};
+use crate::snapshot;
 
 /// Name of the directory of validation predictions inside a run's directory.
 pub const PREDICTIONS_DIR: &str = "validation";
@@ -192,6 +193,23 @@ pub(crate) fn block_bar(multi: &MultiProgress, total: usize, prefix: String) -> 
 
 /// A parameter id and the criteria values of its segmentation.
 type Scored = (String, BTreeMap<String, f64>);
+/// Parameter id → criterion → value, for one dataset.
+type ParameterScores = BTreeMap<String, BTreeMap<String, Score>>;
+/// Raw and prediction over the scored region, and each parameter set's segmentation slice.
+type SnapshotInputs<'a> = (
+    ArrayViewD<'a, f32>,
+    ArrayViewD<'a, f32>,
+    BTreeMap<String, Array2<u64>>,
+);
+
+/// The part of a `(c, spatial...)` array that is scored (gt ∩ raw).
+fn scored_region<'a>(mut array: ArrayViewD<'a, f32>, loaded: &Loaded) -> ArrayViewD<'a, f32> {
+    array.slice_each_axis_inplace(|ax| match ax.axis.index() {
+        0 => Slice::from(..),
+        i => Slice::from(loaded.begin[i - 1]..loaded.begin[i - 1] + loaded.shape[i - 1]),
+    });
+    array
+}
 
 /// The arrays of one validation dataset that are scored.
 #[derive(Debug)]
@@ -276,6 +294,8 @@ pub struct ValidatorOptions {
     pub postprocess_memory: u64,
     /// Write predictions to `<root>/<run>/validation/<N>/<dataset>.zarr`.
     pub write_predictions: bool,
+    /// Write snapshots to `<root>/<run>/validation/<N>/<dataset>.png` (see [`crate::snapshot`]).
+    pub write_snapshots: bool,
 }
 
 impl Default for ValidatorOptions {
@@ -283,6 +303,7 @@ impl Default for ValidatorOptions {
         Self {
             postprocess_memory: DEFAULT_POSTPROCESS_MEMORY,
             write_predictions: true,
+            write_snapshots: true,
         }
     }
 }
@@ -394,7 +415,7 @@ impl RunValidator {
         model: &UNet,
         task: &Task,
         progress: &MultiProgress,
-    ) -> Result<BTreeMap<String, BTreeMap<String, Score>>, ValidatorError> {
+    ) -> Result<ParameterScores, ValidatorError> {
         let loaded = self.data[i].load()?;
         let dataset = &self.data[i].dataset;
         let name = dataset.name();
@@ -412,21 +433,85 @@ impl RunValidator {
             let container = self.predictions_dir(iteration).join(format!("{name}.zarr"));
             write_prediction(&container, &prediction, dataset, iteration)?;
         }
-        let region = prediction.slice_each_axis(|ax| match ax.axis.index() {
-            0 => Slice::from(..),
-            i => Slice::from(loaded.begin[i - 1]..loaded.begin[i - 1] + loaded.shape[i - 1]),
-        });
-        self.score(region, &loaded, dataset.voxel_size())
+        let region = scored_region(prediction.view(), &loaded);
+        let (scores, slices) = self.score(region.view(), &loaded, dataset.voxel_size())?;
+        if self.options.write_snapshots {
+            let raw = scored_region(loaded.raw.view(), &loaded);
+            let panels = (raw, region, slices);
+            self.write_snapshot(iteration, name, &loaded, panels, &scores)?;
+        }
+        Ok(scores)
+    }
+
+    /// Writes the snapshot of one dataset: raw, gt and prediction over the scored region and
+    /// the central slice of the best parameter set's segmentation.
+    fn write_snapshot(
+        &self,
+        iteration: u64,
+        dataset: &str,
+        loaded: &Loaded,
+        (raw, prediction, mut slices): SnapshotInputs<'_>,
+        scores: &ParameterScores,
+    ) -> Result<(), ValidatorError> {
+        let Some(best) = self.headline_parameter(scores) else {
+            return Ok(());
+        };
+        let Some(segmentation) = slices.remove(&best) else {
+            return Ok(());
+        };
+        let prediction_channels = prediction
+            .axis_iter(Axis(0))
+            .map(snapshot::central_slice)
+            .collect::<Result<Vec<_>, _>>()?;
+        let image = snapshot::compose(&snapshot::Panels {
+            raw: snapshot::central_slice(raw.index_axis(Axis(0), 0))?,
+            gt: snapshot::central_slice(loaded.gt.view())?,
+            prediction: prediction_channels,
+            prediction_range: snapshot::prediction_range(&self.post),
+            segmentation: segmentation.view(),
+        })?;
+        let path = snapshot::snapshot_path(&self.root, &self.run, iteration, dataset);
+        let png = snapshot::encode_png(&image).map_err(|source| ValidatorError::Snapshot {
+            path: path.clone(),
+            source,
+        })?;
+        snapshot::write_snapshot(&path, &png)
+    }
+
+    /// The parameter set that scored best on the headline criterion (see
+    /// [`snapshot::HEADLINE_CRITERIA`]); `None` when every value is NaN.
+    fn headline_parameter(&self, scores: &ParameterScores) -> Option<String> {
+        let (name, higher) = snapshot::HEADLINE_CRITERIA
+            .iter()
+            .find_map(|h| self.criteria.iter().find(|(c, _)| c == h))
+            .or_else(|| self.criteria.first())?;
+        let criterion = Criterion::new(*name, *higher);
+        let mut best: Option<(String, f64)> = None;
+        // Sweep order, so ties go to the first parameter set as in best records.
+        for p in &self.parameters {
+            let id = p.id();
+            let Some(v) = scores.get(&id).and_then(|s| s.get(*name)).map(|s| s.0) else {
+                continue;
+            };
+            if best
+                .as_ref()
+                .map_or(!v.is_nan(), |(_, b)| criterion.is_better(v, *b))
+            {
+                best = Some((id, v));
+            }
+        }
+        best.map(|(id, _)| id)
     }
 
     /// Post-processes `prediction` (the scored region) for every parameter set and scores it,
-    /// running as many parameter sets at once as the memory budget allows.
+    /// running as many parameter sets at once as the memory budget allows. Also returns the
+    /// central slice of each parameter set's segmentation labels, for the snapshot.
     fn score(
         &self,
         prediction: ArrayViewD<f32>,
         loaded: &Loaded,
         voxel_size: &[f64],
-    ) -> Result<BTreeMap<String, BTreeMap<String, Score>>, ValidatorError> {
+    ) -> Result<(ParameterScores, BTreeMap<String, Array2<u64>>), ValidatorError> {
         let voxels = loaded.gt.len() as u64;
         let channels = prediction.len_of(Axis(0)) as u64;
         let per_set = voxels
@@ -435,19 +520,24 @@ impl RunValidator {
         let at_once = ((self.options.postprocess_memory / per_set) as usize)
             .clamp(1, self.parameters.len().max(1));
         let mut out = BTreeMap::new();
+        let mut slices = BTreeMap::new();
         for wave in self.parameters.chunks(at_once) {
-            let results: Vec<Result<Scored, ValidatorError>> = wave
+            let results: Vec<Result<(Scored, Array2<u64>), ValidatorError>> = wave
                 .par_iter()
                 .map(|p| {
                     let mut seg = self.post.apply(prediction.view(), p)?;
                     if let Some(mask) = &loaded.mask {
                         mask_segmentation(&mut seg, mask);
                     }
-                    Ok((p.id(), seg.evaluate(loaded.gt.view(), voxel_size)?))
+                    let labels = snapshot::segmentation_labels(&seg).view();
+                    let slice = snapshot::central_slice(labels)?.to_owned();
+                    let values = seg.evaluate(loaded.gt.view(), voxel_size)?;
+                    Ok(((p.id(), values), slice))
                 })
                 .collect();
             for r in results {
-                let (id, values) = r?;
+                let ((id, values), slice) = r?;
+                slices.insert(id.clone(), slice);
                 let values = self
                     .criteria
                     .iter()
@@ -459,7 +549,7 @@ impl RunValidator {
                 out.insert(id, values);
             }
         }
-        Ok(out)
+        Ok((out, slices))
     }
 }
 
@@ -558,13 +648,45 @@ impl Validate for RunValidator {
         }
         for &n in iterations {
             let dir = self.predictions_dir(n);
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!("cannot delete predictions {}: {e}", dir.display()),
+            if let Err(e) = remove_predictions(&dir) {
+                tracing::warn!("cannot delete predictions in {}: {e}", dir.display());
             }
         }
     }
+
+    fn snapshots(&self, iteration: u64) -> Vec<(String, PathBuf)> {
+        self.datasets()
+            .into_iter()
+            .map(|d| {
+                let path = snapshot::snapshot_path(&self.root, &self.run, iteration, d);
+                (d.to_owned(), path)
+            })
+            .filter(|(_, path)| path.is_file())
+            .collect()
+    }
+}
+
+/// Deletes the prediction containers in `dir`; snapshots (small) stay as the run's history.
+fn remove_predictions(dir: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "png") {
+            continue;
+        }
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    // Gone only when nothing (no snapshot) is left in it.
+    let _ = std::fs::remove_dir(dir);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -659,13 +781,13 @@ mod tests {
             gt,
             mask: None,
         };
-        let s = v.score(prediction.view(), &loaded, &[1.0, 1.0]).unwrap();
+        let s = v.score(prediction.view(), &loaded, &[1.0, 1.0]).unwrap().0;
         assert_eq!(s.len(), 2);
         assert!((s["threshold=0"]["dice"].0 - 0.8).abs() < 1e-12);
         assert_eq!(s["threshold=0"]["fpr"].0, 0.5);
         assert_eq!(s["threshold=0.5"].len(), v.criteria.len());
         loaded.mask = Some(array![[true, true, true, false]].into_dyn());
-        let s = v.score(prediction.view(), &loaded, &[1.0, 1.0]).unwrap();
+        let s = v.score(prediction.view(), &loaded, &[1.0, 1.0]).unwrap().0;
         assert_eq!(s["threshold=0"]["dice"].0, 1.0);
         assert_eq!(s["threshold=0"]["fpr"].0, 0.0);
         // A budget of one parameter set at a time gives the same scores.
@@ -674,7 +796,8 @@ mod tests {
         assert_eq!(
             sequential
                 .score(prediction.view(), &loaded, &[1.0, 1.0])
-                .unwrap(),
+                .unwrap()
+                .0,
             s
         );
     }
@@ -684,16 +807,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for keep in [false, true] {
             let mut v = validator(dir.path(), keep);
-            for n in [2, 4] {
+            for n in [2, 4, 8] {
                 std::fs::create_dir_all(v.predictions_dir(n).join("val.zarr")).unwrap();
             }
-            v.removed(&[2, 6]);
+            std::fs::write(v.predictions_dir(4).join("val.png"), b"png").unwrap();
+            v.removed(&[2, 4, 6]);
             assert_eq!(v.predictions_dir(2).exists(), keep);
-            assert!(v.predictions_dir(4).exists());
-            assert_eq!(
-                v.predictions_dir(4),
-                dir.path().join("r").join("validation").join("4")
+            assert_eq!(v.predictions_dir(4).join("val.zarr").exists(), keep);
+            assert!(
+                v.predictions_dir(4).join("val.png").exists(),
+                "snapshots stay"
             );
+            assert!(v.predictions_dir(8).join("val.zarr").exists());
+            assert_eq!(
+                v.predictions_dir(8),
+                dir.path().join("r").join("validation").join("8")
+            );
+            std::fs::remove_dir_all(dir.path().join("r")).unwrap();
         }
         assert_eq!(
             validator(dir.path(), false).meta(),

@@ -146,6 +146,27 @@ fn trajectory_hash_ignores_schedule_but_not_training() {
     let prefetched = parse(&format!("{MINIMAL}\n[trainer]\nprefetch = 7\n")).unwrap();
     assert_eq!(prefetched.trainer.prefetch, 7);
     assert_eq!(base.trajectory_hash(), prefetched.trajectory_hash());
+    let logged = parse(&format!(
+        "{MINIMAL}\n[logging]\ntensorboard = false\ndir = \"tb\"\nstride = 10\n"
+    ))
+    .unwrap();
+    assert_eq!(logged.logging.stride, 10);
+    assert_eq!(base.trajectory_hash(), logged.trajectory_hash());
+}
+
+#[test]
+fn logging_defaults_to_tensorboard_under_the_store_root() {
+    let c = parse(MINIMAL).unwrap();
+    assert!(c.logging.tensorboard);
+    assert_eq!(c.logging.stride, 1);
+    assert_eq!(
+        c.logging.run_dir(Path::new("runs"), "r"),
+        Path::new("runs").join("r")
+    );
+    let err = parse(&format!("{MINIMAL}\n[logging]\nstride = 0\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("logging.stride"), "{err}");
 }
 
 #[test]

@@ -118,4 +118,8 @@ impl<V: Validate> Validate for Recording<V> {
         self.removed.extend_from_slice(iterations);
         self.inner.removed(iterations);
     }
+
+    fn snapshots(&self, iteration: u64) -> Vec<(String, std::path::PathBuf)> {
+        self.inner.snapshots(iteration)
+    }
 }
