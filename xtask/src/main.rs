@@ -256,23 +256,42 @@ fn ci() -> Result<()> {
         "warnings",
     ]))?;
     deps::run()?;
-    // Servers for the scale-out tests; a service that cannot start here makes its tests skip.
-    services::up(services::ALL);
+    // Servers for the scale-out tests: one that cannot be installed here makes its tests
+    // skip (listed at the end); one that is installed but does not start fails ci.
+    let started = services::up(services::ALL);
+    if !started.failed.is_empty() {
+        let failed: Vec<String> = started
+            .failed
+            .iter()
+            .map(|(name, why)| format!("{name}: {why}"))
+            .collect();
+        bail!(
+            "services are installed but do not run, so their tests cannot pass: {}",
+            failed.join("; ")
+        );
+    }
     // The Python readers the tests check our files with (OME-Zarr, TensorBoard).
     let mut readers = ome_zarr::env();
     readers.extend(tensorboard::env());
     test_with(&[], &readers)?;
-    wgpu_test()
+    let wgpu = wgpu_test()?;
+    eprintln!("xtask: ci passed");
+    for (name, why) in &started.skipped {
+        eprintln!("xtask: SKIPPED the {name} tests: the service {why}");
+    }
+    if let Some(why) = wgpu {
+        eprintln!("xtask: SKIPPED the wgpu backend test: {why}");
+    }
+    Ok(())
 }
 
-/// The wgpu backend test, when a Vulkan driver (a GPU's, or Mesa's lavapipe) is installed.
-fn wgpu_test() -> Result<()> {
+/// The wgpu backend test, when a Vulkan driver (a GPU's, or Mesa's lavapipe) is installed;
+/// else why it was skipped.
+fn wgpu_test() -> Result<Option<&'static str>> {
     if !vulkan_driver_installed() {
-        eprintln!(
-            "xtask: SKIPPED the wgpu backend test: no Vulkan driver found \
-             (`cargo xtask setup --wgpu` installs Mesa's lavapipe)"
-        );
-        return Ok(());
+        return Ok(Some(
+            "no Vulkan driver found (`cargo xtask setup --wgpu` installs Mesa's lavapipe)",
+        ));
     }
     status(cargo().args([
         "test",
@@ -285,7 +304,8 @@ fn wgpu_test() -> Result<()> {
         "wgpu_backend",
         "--",
         "--nocapture",
-    ]))
+    ]))?;
+    Ok(None)
 }
 
 fn vulkan_driver_installed() -> bool {
@@ -337,10 +357,10 @@ fn quickstart(args: &[String]) -> Result<()> {
 }
 
 fn crash(trials: u32, train: bool) -> Result<()> {
-    let (package, test) = if train {
-        ("dacapo-cli", "kill_resume")
+    let (package, test, filter) = if train {
+        ("dacapo-cli", "cli", "kill_resume::")
     } else {
-        ("dacapo-store", "crash")
+        ("dacapo-store", "crash", "")
     };
     status(
         cargo()
@@ -353,7 +373,7 @@ fn crash(trials: u32, train: bool) -> Result<()> {
                 "--test",
                 test,
             ])
-            .args(["--", "--nocapture"])
+            .args(["--", "--nocapture", filter])
             .env("DACAPO_CRASH_TRIALS", trials.to_string()),
     )
 }

@@ -88,9 +88,9 @@ fn rename(model: &TensorMap, names: Names) -> TensorMap {
 
 /// Runs `dacapo export`.
 pub fn run(args: &ExportArgs) -> Result<()> {
-    let root = &args.root.root;
+    let root = &args.root.resolve();
     let config = load_frozen(root, &args.run)?;
-    let run = config.run.name.as_str();
+    let run = &config.run.name;
     if args.output.exists() && !args.force {
         bail!(
             "{} exists; pass --force to replace it or choose another --output",
@@ -98,13 +98,8 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         );
     }
     let stores = Stores::open(&config)?;
-    let (iteration, best) = select_checkpoint(
-        &*stores.weights,
-        root,
-        run,
-        args.best.as_deref(),
-        args.iteration,
-    )?;
+    let (iteration, best) =
+        select_checkpoint(&*stores.weights, run, args.best.as_deref(), args.iteration)?;
     let weights = stores.weights.retrieve_weights(run, iteration)?;
 
     // Loading the tensors into the run's network proves the file describes that network:

@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use dacapo_core::config::Backend;
-use dacapo_core::{DType, NamedTensor, RunConfig, TensorMap};
+use dacapo_core::{DType, NamedTensor, RunConfig, RunName, TensorMap};
 use dacapo_models::{Task, UNetConfig, load_model_tensors, model_to_tensors, parameter_names};
 use dacapo_runtime::{Stores, backend, build_model, unet_config};
-use dacapo_store::{RunLock, TrainState, Weights, read_safetensors_file};
-use dacapo_trainer::frozen_config_path;
+use dacapo_store::{RunLock, TrainState, Weights, layout, read_safetensors_file};
 
+use crate::RootArg;
 use crate::validate::load_frozen;
 
 /// Keys under which checkpoints commonly nest their state dict, tried in this order.
@@ -41,10 +41,8 @@ pub struct ImportArgs {
     /// Store the weights as this checkpoint (iteration) of the run.
     #[arg(long)]
     pub iteration: u64,
-    /// Root directory of the local stores (default: the config's `stores.root` with
-    /// --config, else $DACAPO_ROOT, else `runs`).
-    #[arg(long)]
-    pub root: Option<PathBuf>,
+    #[command(flatten)]
+    pub root: RootArg,
     /// Run config (TOML) that creates the run if it does not exist yet (it is frozen as the
     /// run's `run.toml`); for an existing run it must describe the same run.
     #[arg(long, value_name = "CONFIG.toml")]
@@ -57,9 +55,8 @@ pub struct ImportArgs {
 
 /// Runs `dacapo import-torch`.
 pub fn run(args: &ImportArgs) -> Result<()> {
-    dacapo_core::validate_name("run", &args.run)?;
     let (config, root, new_run) = resolve_run(args)?;
-    let run = config.run.name.as_str().to_owned();
+    let run = config.run.name.clone();
 
     let (raw, format) = read_weights(&args.file)?;
     let found = raw.len();
@@ -94,7 +91,7 @@ pub fn run(args: &ImportArgs) -> Result<()> {
 
     let _lock = RunLock::acquire(&root, &run)?;
     if new_run {
-        freeze(&config, &root)?;
+        dacapo_runtime::frozen::freeze(&config, &root, false)?;
     }
     let mut state = TrainState::new(
         args.iteration,
@@ -168,14 +165,14 @@ fn resolve_run(args: &ImportArgs) -> Result<(RunConfig, PathBuf, bool)> {
         .as_deref()
         .map(|path| RunConfig::load(path).with_context(|| format!("reading {}", path.display())))
         .transpose()?;
-    let root = match (&args.root, &given) {
+    // As in `dacapo train`: --root (or DACAPO_ROOT), else the config's, else the default.
+    let root = match (&args.root.root, &given) {
         (Some(root), _) => root.clone(),
         (None, Some(config)) => config.stores.root.clone(),
-        (None, None) => {
-            std::env::var_os("DACAPO_ROOT").map_or_else(|| PathBuf::from("runs"), PathBuf::from)
-        }
+        (None, None) => args.root.resolve(),
     };
-    if frozen_config_path(&root, &args.run).exists() {
+    let run = RunName::new(args.run.as_str())?;
+    if layout::frozen_config_path(&root, &run).exists() {
         let frozen = load_frozen(&root, &args.run)?;
         if let Some(given) = &given
             && given.trajectory_hash() != frozen.trajectory_hash()
@@ -211,17 +208,8 @@ fn resolve_run(args: &ImportArgs) -> Result<(RunConfig, PathBuf, bool)> {
     Ok((config, root, true))
 }
 
-/// Writes the frozen config of a new run, as `dacapo train` would.
-fn freeze(config: &RunConfig, root: &Path) -> Result<()> {
-    let path = frozen_config_path(root, config.run.name.as_str());
-    let tmp = path.with_file_name(".run.toml.import.tmp");
-    std::fs::write(&tmp, config.to_toml())
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .with_context(|| format!("writing {}", path.display()))
-}
-
 /// Warnings about how the imported checkpoint relates to the run's other state.
-fn notes(stores: &Stores, run: &str, iteration: u64) -> Result<()> {
+fn notes(stores: &Stores, run: &RunName, iteration: u64) -> Result<()> {
     if let Some(latest) = stores.weights.latest_iteration(run)?
         && latest > iteration
     {
@@ -555,7 +543,7 @@ fn to_f32(t: NamedTensor) -> Result<NamedTensor, DType> {
 /// DaCapo's CNNectomeUNet decoder layout.
 fn not_fitting(
     file: &Path,
-    run: &str,
+    run: &RunName,
     config: &RunConfig,
     problems: &[String],
     ignored: usize,

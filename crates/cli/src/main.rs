@@ -4,6 +4,7 @@ mod export;
 mod import_torch;
 mod plot;
 mod predict;
+mod progress;
 mod runs;
 mod submit;
 mod train;
@@ -13,6 +14,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::progress::LogFormat;
 
 /// Train and inspect deep-learning segmentation runs (a Rust DaCapo).
 #[derive(Parser)]
@@ -24,16 +27,32 @@ struct Cli {
     /// Only errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
+    /// Format of progress and log lines on stderr: `text` (bars on a terminal, plain lines
+    /// otherwise) or `json` (one JSON object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
-/// Where runs live when no config names it.
+/// The store root, named the same way for every command.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RootArg {
-    /// Root directory of the local stores.
-    #[arg(long, env = "DACAPO_ROOT", default_value = "runs")]
-    pub root: PathBuf,
+    /// Root directory of the local stores (run directories, frozen configs, file stats).
+    /// Default: `DACAPO__STORES__ROOT` if set, else `runs`; `dacapo train CONFIG` uses the
+    /// config's `stores.root` unless this is given.
+    #[arg(long, env = "DACAPO_ROOT")]
+    pub root: Option<PathBuf>,
+}
+
+impl RootArg {
+    /// The store root: `--root`, `DACAPO_ROOT`, `DACAPO__STORES__ROOT`, or `runs`.
+    pub fn resolve(&self) -> PathBuf {
+        self.root
+            .clone()
+            .or_else(|| std::env::var_os("DACAPO__STORES__ROOT").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("runs"))
+    }
 }
 
 #[derive(Subcommand)]
@@ -63,11 +82,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.quiet);
+    init_logging(cli.verbose, cli.quiet, cli.log_format);
+    let format = cli.log_format;
     let result = match cli.command {
-        Command::Train(args) => train::run(&args),
-        Command::Validate(args) => validate::run(&args),
-        Command::Predict(args) => predict::run(&args),
+        Command::Train(args) => train::run(&args, format),
+        Command::Validate(args) => validate::run(&args, format),
+        Command::Predict(args) => predict::run(&args, format),
         Command::PredictWorker(args) => predict::worker::run(&args),
         Command::Runs(cmd) => runs::run(cmd),
         Command::Submit(args) => submit::run(&args),
@@ -78,13 +98,14 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let event = serde_json::json!({ "event": "error", "message": format!("{e:#}") });
+            progress::outcome(format, &format!("error: {e:#}"), event);
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let default = match (quiet, verbose) {
         (true, _) => "error",
@@ -94,9 +115,12 @@ fn init_logging(verbose: u8, quiet: bool) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.event_format(progress::JsonEvents).init(),
+    }
 }

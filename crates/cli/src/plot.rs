@@ -14,7 +14,7 @@ use std::sync::Once;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use dacapo_core::{BestDim, ValidationScores};
+use dacapo_core::{BestDim, RunName, ValidationScores};
 use dacapo_store::BestRecord;
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
@@ -126,15 +126,15 @@ pub fn run(args: &PlotArgs) -> Result<()> {
         ),
     };
     register_font()?;
-    let root = &args.root.root;
+    let root = &args.root.resolve();
     let stores = Stores::open(root);
     let mut data = Vec::with_capacity(args.names.len());
     for (i, name) in args.names.iter().enumerate() {
         if args.names[..i].contains(name) {
             continue;
         }
-        runs::require_run(root, name)?;
-        data.push(load(&stores, name, COLORS[i % COLORS.len()], args.smooth)?);
+        let run = runs::require_run(root, name)?;
+        data.push(load(&stores, &run, COLORS[i % COLORS.len()], args.smooth)?);
     }
     let panels = panels(&data, &args.criteria, &args.datasets)?;
     let has_loss = data.iter().any(|d| !d.loss.is_empty());
@@ -221,12 +221,12 @@ fn write_png(path: &Path, (w, h): (u32, u32), rgb: &[u8]) -> Result<()> {
 }
 
 /// Reads what is plotted of run `name`.
-fn load(stores: &Stores, name: &str, color: RGBColor, smooth: Option<u64>) -> Result<RunData> {
+fn load(stores: &Stores, name: &RunName, color: RGBColor, smooth: Option<u64>) -> Result<RunData> {
     let frozen = runs::read_config(&stores.root, name);
     let stores = &stores.of_run(frozen.config.as_ref())?;
     let stats = runs::training_stats(stores, name)?;
     let scores = runs::validation_scores(stores, name)?;
-    let records = runs::best_records(stores, name, frozen.config.as_ref(), &scores)?;
+    let records = runs::best_records(stores, name)?;
 
     let loss: Vec<(u64, f64)> = stats
         .loss_series()
@@ -261,7 +261,7 @@ fn load(stores: &Stores, name: &str, color: RGBColor, smooth: Option<u64>) -> Re
         }
     }
     Ok(RunData {
-        name: name.to_owned(),
+        name: name.to_string(),
         color,
         loss,
         smoothed,

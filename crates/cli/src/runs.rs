@@ -1,8 +1,9 @@
 //! `dacapo runs ls|show|rm`: inspect and remove the runs under a store root.
 //!
-//! Everything is read through the stores (`LocalWeightsStore`, `FileStatsStore`, `RunLock`);
-//! the only file read directly is the frozen `run.toml`. The helpers that find runs and their
-//! best records are shared with `dacapo plot`.
+//! Everything is read through the stores a run's frozen config names (local, PostgreSQL,
+//! object storage) and the layout of the store root (`dacapo_store::layout`): nothing here
+//! walks store directories. The helpers that find runs and their best records are shared with
+//! `dacapo plot`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -10,23 +11,17 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use dacapo_core::{
-    RunConfig, TrainingStats, ValidationIterationScores, ValidationScores, validate_name,
-};
+use dacapo_core::{RunConfig, RunName, TrainingStats, ValidationIterationScores, ValidationScores};
 use dacapo_store::{
     BestRecord, FileStatsStore, LocalWeightsStore, RunLock, StatsStore, StoreError, WeightsStore,
+    layout,
 };
 use serde::Serialize;
 
 use crate::RootArg;
 use crate::submit::{self, SlurmJob};
-
-/// Name of the frozen config in a run directory.
-const CONFIG_FILE: &str = "run.toml";
-/// Directory of the stats store under the root: never a run.
-const STATS_DIR: &str = "stats";
 
 /// `dacapo runs` subcommands.
 #[derive(Subcommand, Debug)]
@@ -71,22 +66,22 @@ pub enum RunsCommand {
 /// Runs one `dacapo runs` subcommand.
 pub fn run(cmd: RunsCommand) -> Result<()> {
     match cmd {
-        RunsCommand::Ls { root, json } => ls(&root.root, json),
+        RunsCommand::Ls { root, json } => ls(&root.resolve(), json),
         RunsCommand::Show {
             name,
             root,
             json,
             snapshots: true,
-        } => show_snapshots(&root.root, &name, json),
+        } => show_snapshots(&root.resolve(), &name, json),
         RunsCommand::Show {
             name, root, json, ..
-        } => show(&root.root, &name, json),
+        } => show(&root.resolve(), &name, json),
         RunsCommand::Rm {
             name,
             keep_best,
             yes,
             root,
-        } => rm(&root.root, &name, keep_best, yes),
+        } => rm(&root.resolve(), &name, keep_best, yes),
     }
 }
 
@@ -152,47 +147,21 @@ impl Stores {
     }
 }
 
-/// Whether `dir` (an entry of the root) is a run: it has a frozen config, checkpoints, or
-/// was submitted (`dacapo submit` writes `submit/` before the job starts).
-fn is_run_dir(dir: &Path) -> bool {
-    dir.join(CONFIG_FILE).is_file()
-        || dir.join("checkpoints").is_dir()
-        || dir.join("submit").is_dir()
-}
-
 /// The names of the runs under `root`, sorted; empty if `root` does not exist.
-pub(crate) fn list_run_names(root: &Path) -> Result<Vec<String>> {
-    let entries = match fs::read_dir(root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot list the runs in {}", root.display()));
-        }
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("cannot list the runs in {}", root.display()))?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if name == STATS_DIR || validate_name("run", &name).is_err() {
-            continue;
-        }
-        if is_run_dir(&entry.path()) {
-            names.push(name);
-        }
-    }
-    names.sort();
-    Ok(names)
+pub(crate) fn list_run_names(root: &Path) -> Result<Vec<RunName>> {
+    layout::list_runs(root).with_context(|| format!("cannot list the runs in {}", root.display()))
 }
 
-/// Checks that `name` is a run under `root`; the error lists the runs that exist.
-pub(crate) fn require_run(root: &Path, name: &str) -> Result<()> {
-    validate_name("run", name).map_err(|e| anyhow!("{e}"))?;
-    if name != STATS_DIR && is_run_dir(&root.join(name)) {
-        return Ok(());
+/// `name` as a run under `root`; the error lists the runs that exist.
+pub(crate) fn require_run(root: &Path, name: &str) -> Result<RunName> {
+    let run = RunName::new(name)?;
+    if name != layout::STATS_DIR && layout::is_run_dir(&layout::run_dir(root, &run)) {
+        return Ok(run);
     }
-    let names = list_run_names(root)?;
+    let names: Vec<String> = list_run_names(root)?
+        .into_iter()
+        .map(String::from)
+        .collect();
     let known = if names.is_empty() {
         format!("there are no runs under {}", root.display())
     } else {
@@ -218,83 +187,38 @@ pub(crate) struct FrozenConfig {
     pub problem: Option<String>,
 }
 
-/// Reads the frozen `run.toml` of `name`; a missing or bad file is reported, not an error.
-pub(crate) fn read_config(root: &Path, name: &str) -> FrozenConfig {
-    let path = root.join(name).join(CONFIG_FILE);
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return FrozenConfig {
-                path,
-                text: None,
-                config: None,
-                problem: None,
-            };
-        }
-        Err(e) => {
-            let problem = Some(format!("cannot read {}: {e}", path.display()));
-            return FrozenConfig {
-                path,
-                text: None,
-                config: None,
-                problem,
-            };
-        }
-    };
-    let (config, problem) = match RunConfig::from_toml(&text, &path) {
-        Ok(c) => (Some(c), None),
+/// Reads the frozen config of `run`; a missing or bad file is reported, not an error.
+pub(crate) fn read_config(root: &Path, run: &RunName) -> FrozenConfig {
+    let path = layout::frozen_config_path(root, run);
+    let (text, problem) = match layout::read_frozen_config(root, run) {
+        Ok(text) => (text, None),
         Err(e) => (None, Some(e.to_string())),
+    };
+    let (config, problem) = match &text {
+        Some(t) => match RunConfig::from_toml(t, &path) {
+            Ok(c) => (Some(c), problem),
+            Err(e) => (None, Some(e.to_string())),
+        },
+        None => (None, problem),
     };
     FrozenConfig {
         path,
-        text: Some(text),
+        text,
         config,
         problem,
     }
 }
 
-/// The stored best records of a run, ordered by dataset then criterion (metadata order).
-///
-/// Datasets come from the validation metadata and the config, criteria from the metadata;
-/// pairs without a record are skipped.
-pub(crate) fn best_records(
-    stores: &Stores,
-    name: &str,
-    config: Option<&RunConfig>,
-    scores: &ValidationScores,
-) -> Result<Vec<BestRecord>> {
-    let mut datasets: Vec<String> = scores.meta.datasets.clone();
-    for d in config
-        .map(|c| c.datasplit.validate.as_slice())
-        .unwrap_or_default()
-    {
-        let n = d.display_name();
-        if !datasets.contains(&n) {
-            datasets.push(n);
-        }
-    }
-    let mut out = Vec::new();
-    for dataset in &datasets {
-        for criterion in &scores.meta.criteria {
-            match stores.weights.retrieve_best(name, dataset, &criterion.name) {
-                Ok(r) => out.push(r),
-                Err(StoreError::NotFound { .. }) => {}
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!(
-                            "cannot read the best record of run `{name}` for {dataset}/{}",
-                            criterion.name
-                        )
-                    });
-                }
-            }
-        }
-    }
-    Ok(out)
+/// The stored best records of a run, ordered by dataset, then criterion.
+pub(crate) fn best_records(stores: &Stores, run: &RunName) -> Result<Vec<BestRecord>> {
+    stores
+        .weights
+        .best_records(run)
+        .with_context(|| format!("cannot read the best records of run `{run}`"))
 }
 
 /// Reads the training stats of a run, with context.
-pub(crate) fn training_stats(stores: &Stores, name: &str) -> Result<TrainingStats> {
+pub(crate) fn training_stats(stores: &Stores, name: &RunName) -> Result<TrainingStats> {
     stores
         .stats
         .retrieve_training_stats(name)
@@ -302,7 +226,7 @@ pub(crate) fn training_stats(stores: &Stores, name: &str) -> Result<TrainingStat
 }
 
 /// Reads the validation scores of a run, with context.
-pub(crate) fn validation_scores(stores: &Stores, name: &str) -> Result<ValidationScores> {
+pub(crate) fn validation_scores(stores: &Stores, name: &RunName) -> Result<ValidationScores> {
     stores
         .stats
         .retrieve_validation_iteration_scores(name)
@@ -438,7 +362,7 @@ struct RunDetails {
 }
 
 /// Everything known of run `name`; `jobs` are the user's SLURM jobs (`None`: no SLURM here).
-fn gather(stores: &Stores, name: &str, jobs: Option<&[SlurmJob]>) -> RunDetails {
+fn gather(stores: &Stores, name: &RunName, jobs: Option<&[SlurmJob]>) -> RunDetails {
     let mut problems = Vec::new();
     let frozen = read_config(&stores.root, name);
     problems.extend(frozen.problem.clone());
@@ -473,7 +397,7 @@ fn gather(stores: &Stores, name: &str, jobs: Option<&[SlurmJob]>) -> RunDetails 
             .with_context(|| format!("cannot find the latest checkpoint of run `{name}`")),
     );
     let mut best = Vec::new();
-    note(best_records(stores, name, frozen.config.as_ref(), &scores).map(|b| best = b));
+    note(best_records(stores, name).map(|b| best = b));
     let mut holder = None;
     note(
         RunLock::holder(&stores.root, name)
@@ -482,8 +406,8 @@ fn gather(stores: &Stores, name: &str, jobs: Option<&[SlurmJob]>) -> RunDetails 
     );
 
     let train_until = frozen.config.as_ref().map(|c| c.run.train_until);
-    let run_dir = std::path::absolute(stores.root.join(name)).unwrap_or_default();
-    let job = jobs.and_then(|jobs| submit::job_of(jobs, name, &run_dir));
+    let run_dir = std::path::absolute(layout::run_dir(&stores.root, name)).unwrap_or_default();
+    let job = jobs.and_then(|jobs| submit::job_of(jobs, name.as_str(), &run_dir));
     let status = if holder.is_some() || job.is_some_and(SlurmJob::is_running) {
         Status::Running
     } else if job.is_some() {
@@ -495,7 +419,7 @@ fn gather(stores: &Stores, name: &str, jobs: Option<&[SlurmJob]>) -> RunDetails 
     };
     RunDetails {
         summary: RunSummary {
-            name: name.to_owned(),
+            name: name.to_string(),
             task: frozen.config.as_ref().map(|c| c.task.kind().to_owned()),
             train_until,
             trained_until: stats.trained_until(),
@@ -544,7 +468,7 @@ fn compact_best(best: &[BestRecord]) -> String {
 /// The user's SLURM jobs (one `squeue` call), or `None` without SLURM or without runs.
 ///
 /// A SLURM that does not answer only costs the job states, with a warning.
-fn slurm_jobs(names: &[String]) -> Option<Vec<SlurmJob>> {
+fn slurm_jobs(names: &[RunName]) -> Option<Vec<SlurmJob>> {
     if names.is_empty() {
         return None;
     }
@@ -623,9 +547,9 @@ struct SnapshotRow {
 
 /// `runs show NAME --snapshots`: the run's validation snapshots, oldest first.
 fn show_snapshots(root: &Path, name: &str, json: bool) -> Result<()> {
-    require_run(root, name)?;
-    let dir = root.join(name).join(dacapo_validator::run::PREDICTIONS_DIR);
-    let snapshots = dacapo_validator::snapshot::list_snapshots(root, name)
+    let run = require_run(root, name)?;
+    let dir = dacapo_store::layout::run_dir(root, &run).join(dacapo_store::layout::PREDICTIONS_DIR);
+    let snapshots = dacapo_validator::snapshot::list_snapshots(root, &run)
         .with_context(|| format!("cannot list the snapshots in {}", dir.display()))?;
     if json {
         let rows: Vec<SnapshotRow> = snapshots
@@ -657,10 +581,10 @@ fn show_snapshots(root: &Path, name: &str, json: bool) -> Result<()> {
 }
 
 fn show(root: &Path, name: &str, json: bool) -> Result<()> {
-    require_run(root, name)?;
+    let run = require_run(root, name)?;
     let stores = Stores::open(root);
-    let jobs = slurm_jobs(&[name.to_owned()]);
-    let d = gather(&stores, name, jobs.as_deref());
+    let jobs = slurm_jobs(std::slice::from_ref(&run));
+    let d = gather(&stores, &run, jobs.as_deref());
     if json {
         emit(&format!("{}\n", serde_json::to_string_pretty(&d)?))?;
         return Ok(());
@@ -773,125 +697,167 @@ fn indent(text: &str) -> String {
 // rm
 
 fn rm(root: &Path, name: &str, keep_best: bool, yes: bool) -> Result<()> {
-    validate_name("run", name).map_err(|e| anyhow!("{e}"))?;
-    let run_dir = root.join(name);
+    let run = RunName::new(name)?;
+    let run_dir = layout::run_dir(root, &run);
     // A trainer killed before it froze its config leaves a directory with only its lock file:
     // removable too. Any other directory is not a run and is never removed.
-    if name == STATS_DIR || !(is_run_dir(&run_dir) || only_lock_file(&run_dir)) {
+    if name == layout::STATS_DIR || !(layout::is_run_dir(&run_dir) || only_lock_file(&run_dir)) {
         require_run(root, name)?;
     }
     // Held until everything is removed, so no trainer starts on the run meanwhile.
-    let lock = match RunLock::acquire(root, name) {
-        Ok(l) => l,
+    let lock = lock_for_removal(root, &run)?;
+    let stores = Stores::open(root).of_run(read_config(root, &run).config.as_ref())?;
+    let contents = RunContents::read(&stores, &run)?;
+    if keep_best {
+        remove_keeping_best(&stores, &run, &contents, yes)?;
+    } else {
+        remove_run(&stores, &run, &contents, yes)?;
+    }
+    drop(lock);
+    Ok(())
+}
+
+/// The run lock of `run`, or an error naming the trainer that holds it.
+fn lock_for_removal(root: &Path, run: &RunName) -> Result<RunLock> {
+    match RunLock::acquire(root, run) {
+        Ok(l) => Ok(l),
         Err(StoreError::Locked { holder, path }) => bail!(
-            "run `{name}` is being trained by {holder} (lock {}); stop that trainer first, then \
+            "run `{run}` is being trained by {holder} (lock {}); stop that trainer first, then \
              remove the run",
             path.display()
         ),
-        Err(e) => return Err(e).with_context(|| format!("cannot lock run `{name}`")),
-    };
-    if let Some(c) = read_config(root, name).config
-        && (c.stores.stats.is_some() || c.stores.weights.is_some())
-    {
-        bail!(
-            "run `{name}` keeps its stats or checkpoints in remote stores ({}); `dacapo \
-                 runs rm` removes local runs only: delete them there, then remove {}",
-            [&c.stores.stats, &c.stores.weights]
-                .into_iter()
-                .flatten()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", "),
-            root.join(name).display()
-        );
+        Err(e) => Err(e).with_context(|| format!("cannot lock run `{run}`")),
     }
-    let stores = Stores::open(root);
-    let stats = training_stats(&stores, name)?;
-    let scores = validation_scores(&stores, name)?;
-    let checkpoints = stores
-        .weights
-        .iterations(name)
-        .with_context(|| format!("cannot list the checkpoints of run `{name}`"))?;
-    let trained = if stats.is_empty() {
-        "no training stats".to_owned()
-    } else {
-        format!("training stats of {} iterations", stats.len())
-    };
+}
 
-    if keep_best {
-        let frozen = read_config(root, name);
-        let best = best_records(&stores, name, frozen.config.as_ref(), &scores)?;
-        if best.is_empty() {
-            bail!(
-                "run `{name}` has no best records, so --keep-best would keep no checkpoint; \
-                 remove the whole run with `dacapo runs rm {name}` instead"
-            );
-        }
-        let keep: BTreeSet<u64> = best.iter().map(|b| b.iteration).collect();
-        let remove: Vec<u64> = checkpoints
-            .iter()
-            .copied()
-            .filter(|n| !keep.contains(n))
-            .collect();
-        let kept: Vec<String> = keep
-            .iter()
-            .map(|n| {
-                let why: Vec<String> = best
-                    .iter()
-                    .filter(|b| b.iteration == *n)
-                    .map(|b| format!("{}/{}", b.dataset, b.criterion))
-                    .collect();
-                format!("{n} (best {})", why.join(", "))
-            })
-            .collect();
-        let plan = format!(
-            "Remove {} of run `{name}` and its {trained}, keeping checkpoints {}, the best \
-             records, the config and the validation scores",
-            list_or_none("checkpoints", &remove),
-            kept.join("; ")
-        );
-        confirm(&plan, yes)?;
-        for n in &remove {
-            stores
+/// What a run has stored, for the removal plan.
+struct RunContents {
+    checkpoints: Vec<u64>,
+    best: Vec<BestRecord>,
+    validations: usize,
+    /// `training stats of N iterations`, or `no training stats`.
+    trained: String,
+}
+
+impl RunContents {
+    fn read(stores: &Stores, run: &RunName) -> Result<Self> {
+        let stats = training_stats(stores, run)?;
+        Ok(Self {
+            checkpoints: stores
                 .weights
-                .remove(name, *n)
-                .with_context(|| format!("cannot remove checkpoint {n} of run `{name}`"))?;
-        }
-        stores
-            .stats
-            .delete_training_stats(name)
-            .with_context(|| format!("cannot delete the training stats of run `{name}`"))?;
-        drop(lock);
-        println!(
-            "removed {} and the training stats of run `{name}`; kept checkpoints {}",
-            list_or_none("checkpoints", &remove),
-            keep.iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        return Ok(());
+                .iterations(run)
+                .with_context(|| format!("cannot list the checkpoints of run `{run}`"))?,
+            best: best_records(stores, run)?,
+            validations: validation_scores(stores, run)?.scores().len(),
+            trained: if stats.is_empty() {
+                "no training stats".to_owned()
+            } else {
+                format!("training stats of {} iterations", stats.len())
+            },
+        })
     }
+}
 
-    let validations = scores.scores().len();
+/// Removes everything of `run`: checkpoints, best records, stats and scores through its
+/// stores (local or remote), then its directory under the root (config, lock, predictions).
+fn remove_run(stores: &Stores, run: &RunName, contents: &RunContents, yes: bool) -> Result<()> {
+    let run_dir = layout::run_dir(&stores.root, run);
     let plan = format!(
-        "Remove run `{name}`: {}, best records, config, {trained} and {validations} \
-         validations ({} and its stats)",
-        list_or_none("checkpoints", &checkpoints),
+        "Remove run `{run}`: {}, best records, config, {} and {} validations ({} and its \
+         stats)",
+        list_or_none("checkpoints", &contents.checkpoints),
+        contents.trained,
+        contents.validations,
         run_dir.display()
     );
     confirm(&plan, yes)?;
+    let failed = |what: &str| format!("cannot delete the {what} of run `{run}`");
     stores
         .stats
-        .delete_training_stats(name)
-        .with_context(|| format!("cannot delete the training stats of run `{name}`"))?;
-    // The stats store has no call to delete validation scores: remove the directory it names.
-    let vdir = FileStatsStore::new(root).validation_scores_dir(name)?;
-    remove_dir_if_exists(&vdir)?;
+        .delete_training_stats(run)
+        .with_context(|| failed("training stats"))?;
+    stores
+        .stats
+        .delete_validation_scores(run)
+        .with_context(|| failed("validation scores"))?;
+    for b in &contents.best {
+        stores
+            .weights
+            .remove_best(run, &b.dataset, &b.criterion)
+            .with_context(|| failed(&format!("best record {}/{}", b.dataset, b.criterion)))?;
+    }
+    remove_checkpoints(stores, run, &contents.checkpoints)?;
     // Removed while the lock is held; the lock file goes with the directory.
     remove_dir_if_exists(&run_dir)?;
-    drop(lock);
-    println!("removed run `{name}`");
+    println!("removed run `{run}`");
+    Ok(())
+}
+
+/// Removes the checkpoints of `run` that no best record points to, and its training stats;
+/// keeps the best records, their checkpoints, the config and the validation scores.
+fn remove_keeping_best(
+    stores: &Stores,
+    run: &RunName,
+    contents: &RunContents,
+    yes: bool,
+) -> Result<()> {
+    if contents.best.is_empty() {
+        bail!(
+            "run `{run}` has no best records, so --keep-best would keep no checkpoint; remove \
+             the whole run with `dacapo runs rm {run}` instead"
+        );
+    }
+    let keep: BTreeSet<u64> = contents.best.iter().map(|b| b.iteration).collect();
+    let remove: Vec<u64> = contents
+        .checkpoints
+        .iter()
+        .copied()
+        .filter(|n| !keep.contains(n))
+        .collect();
+    let kept: Vec<String> = keep
+        .iter()
+        .map(|n| {
+            let why: Vec<String> = contents
+                .best
+                .iter()
+                .filter(|b| b.iteration == *n)
+                .map(|b| format!("{}/{}", b.dataset, b.criterion))
+                .collect();
+            format!("{n} (best {})", why.join(", "))
+        })
+        .collect();
+    let plan = format!(
+        "Remove {} of run `{run}` and its {}, keeping checkpoints {}, the best records, the \
+         config and the validation scores",
+        list_or_none("checkpoints", &remove),
+        contents.trained,
+        kept.join("; ")
+    );
+    confirm(&plan, yes)?;
+    remove_checkpoints(stores, run, &remove)?;
+    stores
+        .stats
+        .delete_training_stats(run)
+        .with_context(|| format!("cannot delete the training stats of run `{run}`"))?;
+    println!(
+        "removed {} and the training stats of run `{run}`; kept checkpoints {}",
+        list_or_none("checkpoints", &remove),
+        keep.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// Removes the checkpoints `iterations` of `run`.
+fn remove_checkpoints(stores: &Stores, run: &RunName, iterations: &[u64]) -> Result<()> {
+    for n in iterations {
+        stores
+            .weights
+            .remove(run, *n)
+            .with_context(|| format!("cannot remove checkpoint {n} of run `{run}`"))?;
+    }
     Ok(())
 }
 

@@ -12,8 +12,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use dacapo_core::RunConfig;
-use dacapo_store::{RunLock, WeightsStore};
+use dacapo_core::{RunConfig, RunName};
+use dacapo_store::{RunLock, WeightsStore, layout};
+
+use crate::RootArg;
 
 /// Where jobs run.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +40,8 @@ pub struct SubmitArgs {
     /// Print the job scripts (or commands) and submit nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub root: RootArg,
 }
 
 /// Resources of SLURM jobs (`dacapo submit`, `dacapo predict --executor slurm`).
@@ -119,11 +123,14 @@ struct Job {
     /// Absolute path of its config.
     config: PathBuf,
     /// The run name.
-    run: String,
+    run: RunName,
     /// `run.train_until`.
     train_until: u64,
-    /// The store root as the config names it (relative to the working directory).
+    /// The store root: `--root`/`DACAPO_ROOT`, else as the config names it (relative to the
+    /// working directory).
     root: PathBuf,
+    /// The arguments of the job's `dacapo train` (`--root` when it was given, the config).
+    train_args: Vec<String>,
     /// `<root>/<run>/submit`, absolute.
     submit_dir: PathBuf,
     /// The run's weights store (local, or the object store its config names).
@@ -283,14 +290,24 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 /// Loads every config first, so a bad one stops the submission before any job is queued.
-fn load_jobs(configs: &[PathBuf]) -> Result<Vec<Job>> {
+fn load_jobs(configs: &[PathBuf], root_arg: &RootArg) -> Result<Vec<Job>> {
     let mut jobs: Vec<Job> = Vec::new();
     for path in configs {
         let abs = fs::canonicalize(path)
             .with_context(|| format!("cannot read the config {}", path.display()))?;
-        let config = RunConfig::load(&abs)
+        let mut config = RunConfig::load(&abs)
             .with_context(|| format!("invalid run config {}", path.display()))?;
-        let run: String = config.run.name.as_ref().to_owned();
+        let mut train_args = vec!["train".to_owned()];
+        // The same root as `dacapo train` would use, passed on to the job explicitly.
+        if let Some(root) = &root_arg.root {
+            config.stores.root = absolute(root)?;
+            train_args.extend([
+                "--root".to_owned(),
+                config.stores.root.display().to_string(),
+            ]);
+        }
+        train_args.push(abs.display().to_string());
+        let run = config.run.name.clone();
         if let Some(other) = jobs.iter().find(|j| j.run == run) {
             bail!(
                 "{} and {} both name run `{run}`; give each run its own name",
@@ -299,7 +316,7 @@ fn load_jobs(configs: &[PathBuf]) -> Result<Vec<Job>> {
             );
         }
         let root = config.stores.root.clone();
-        let submit_dir = absolute(&root)?.join(&run).join("submit");
+        let submit_dir = layout::submit_dir(&absolute(&root)?, &run);
         let weights = dacapo_runtime::Stores::open_weights(&config)
             .with_context(|| format!("cannot open the weights store of run `{run}`"))?;
         jobs.push(Job {
@@ -307,6 +324,7 @@ fn load_jobs(configs: &[PathBuf]) -> Result<Vec<Job>> {
             run,
             train_until: config.run.train_until,
             root,
+            train_args,
             submit_dir,
             weights,
         });
@@ -327,7 +345,7 @@ fn skip_reason(job: &Job, slurm: Option<&[SlurmJob]>) -> Result<Option<String>> 
         )));
     }
     let run_dir = job.submit_dir.parent().unwrap_or(&job.submit_dir);
-    if let Some(j) = slurm.and_then(|jobs| job_of(jobs, &job.run, run_dir)) {
+    if let Some(j) = slurm.and_then(|jobs| job_of(jobs, job.run.as_str(), run_dir)) {
         return Ok(Some(format!("already {}", j.describe())));
     }
     if let Some(holder) = RunLock::holder(&job.root, &job.run)
@@ -356,7 +374,7 @@ fn sbatch_script(job: &Job, args: &SubmitArgs, exe: &Path, workdir: &Path) -> St
     let mut opt = |line: String| {
         let _ = writeln!(s, "#SBATCH {line}");
     };
-    opt(format!("--job-name={}", job_name(&job.run)));
+    opt(format!("--job-name={}", job_name(job.run.as_str())));
     opt(format!(
         "--output={}",
         job.submit_dir.join("slurm-%j.out").display()
@@ -377,17 +395,25 @@ fn sbatch_script(job: &Job, args: &SubmitArgs, exe: &Path, workdir: &Path) -> St
          cd {}\n\
          echo \"dacapo job ${{SLURM_JOB_ID:-}} (restart ${{SLURM_RESTART_COUNT:-0}}) on \
          $(hostname) at $(date -Is)\"\n\
-         exec {} train --no-progress {}\n",
+         exec {} {}\n",
         sh_quote(&workdir.to_string_lossy()),
         sh_quote(&exe.to_string_lossy()),
-        sh_quote(&job.config.to_string_lossy()),
+        quoted_args(&job.train_args),
     );
     s
 }
 
+/// `args` quoted for a shell, separated by spaces.
+fn quoted_args(args: &[String]) -> String {
+    args.iter()
+        .map(|a| sh_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Runs `dacapo submit`.
 pub fn run(args: &SubmitArgs) -> Result<()> {
-    let jobs = load_jobs(&args.configs)?;
+    let jobs = load_jobs(&args.configs, &args.root)?;
     let exe = std::env::current_exe().context("cannot find the path of this dacapo binary")?;
     let workdir = std::env::current_dir().context("cannot read the working directory")?;
     // One squeue call for all runs. Local runs need not see SLURM, so a broken one is ignored.
@@ -488,11 +514,11 @@ fn start_local(job: &Job, dry_run: bool, exe: &Path, workdir: &Path) -> Result<(
     let log = job.submit_dir.join("local.log");
     if dry_run {
         println!(
-            "# {}\ncd {} && {} train --no-progress {} >> {} 2>&1 &",
+            "# {}\ncd {} && {} {} >> {} 2>&1 &",
             job.run,
             sh_quote(&workdir.to_string_lossy()),
             sh_quote(&exe.to_string_lossy()),
-            sh_quote(&job.config.to_string_lossy()),
+            quoted_args(&job.train_args),
             sh_quote(&log.to_string_lossy()),
         );
         return Ok(());
@@ -508,9 +534,8 @@ fn start_local(job: &Job, dry_run: bool, exe: &Path, workdir: &Path) -> Result<(
         .try_clone()
         .with_context(|| format!("cannot open {}", log.display()))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("train")
-        .arg("--no-progress")
-        .arg(&job.config)
+    // Its log is a file: progress comes as a plain line every 10 s and one per validation.
+    cmd.args(&job.train_args)
         .current_dir(workdir)
         .stdin(Stdio::null())
         .stdout(file)

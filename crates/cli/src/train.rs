@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use dacapo_core::RunConfig;
 use dacapo_core::config::Backend;
-use dacapo_runtime::Stores;
-use dacapo_trainer::{TrainOptions, frozen_config_path};
+use dacapo_runtime::{Stores, backend};
+use dacapo_trainer::TrainOptions;
 
 use crate::RootArg;
+use crate::progress::{LogFormat, ProgressArgs, outcome};
+use crate::validate::load_frozen;
 
 /// Arguments of `dacapo train`.
 #[derive(clap::Args, Debug)]
@@ -29,38 +31,31 @@ pub struct TrainArgs {
     /// Continue an existing run although its config changed (resume is then not exact).
     #[arg(long)]
     pub force_config: bool,
-    /// No progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
+    #[command(flatten)]
+    pub progress: ProgressArgs,
 }
 
-/// Loads the config named by the arguments.
+/// Loads the config named by the arguments: the config file (with its store root replaced
+/// by `--root`/`DACAPO_ROOT` when given), or the frozen config of `--run` under the root.
 pub fn load_config(args: &TrainArgs) -> Result<RunConfig> {
     match (&args.config, &args.run) {
-        (Some(path), _) => Ok(RunConfig::load(path)?),
-        (None, Some(run)) => {
-            dacapo_core::validate_name("run", run)?;
-            let path = frozen_config_path(&args.root.root, run);
-            if !path.exists() {
-                bail!(
-                    "run `{run}` has no frozen config at {}: check the name (`dacapo runs ls \
-                     --root {}`) or train it from its config file",
-                    path.display(),
-                    args.root.root.display()
-                );
+        (Some(path), _) => {
+            let mut config = RunConfig::load(path)?;
+            if let Some(root) = &args.root.root {
+                config.stores.root = root.clone();
             }
-            let mut config = RunConfig::load(&path)?;
-            // The frozen config was written under this root, whatever its `stores.root` says.
-            config.stores.root = args.root.root.clone();
             Ok(config)
         }
+        (None, Some(run)) => load_frozen(&args.root.resolve(), run),
         (None, None) => bail!("give a config file or --run NAME"),
     }
 }
 
 /// Runs `dacapo train`.
-pub fn run(args: &TrainArgs) -> Result<()> {
+pub fn run(args: &TrainArgs, format: LogFormat) -> Result<()> {
     let config = load_config(args)?;
+    // Before anything else uses the thread pool (data generation, the validator).
+    backend::set_cpu_threads(config.run.threads);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || {
@@ -75,7 +70,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         backend: args.backend,
         force_config: args.force_config,
         stop,
-        progress: !args.no_progress,
+        progress: args.progress.reporter(format),
     };
     let stores = Stores::open(&config)?;
     let run = config.run.name.clone();
@@ -85,17 +80,27 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let loss = summary
         .last_loss
         .map_or_else(|| "-".to_owned(), |l| format!("{l:.4e}"));
-    if summary.stopped {
-        eprintln!(
-            "run `{run}` stopped at checkpoint {} (last loss {loss}); resume with `dacapo train --run {run} --root {}`",
+    let text = if summary.stopped {
+        format!(
+            "run `{run}` stopped at checkpoint {} (last loss {loss}); resume with `dacapo train \
+             --run {run} --root {}`",
             summary.last_checkpoint,
             stores.root.display()
-        );
+        )
     } else {
-        eprintln!(
-            "run `{run}` trained to {} (resumed from {}, last loss {loss}); see `dacapo runs show {run}`",
+        format!(
+            "run `{run}` trained to {} (resumed from {}, last loss {loss}); see `dacapo runs \
+             show {run}`",
             summary.last_checkpoint, summary.resumed_from
-        );
-    }
+        )
+    };
+    let event = serde_json::json!({
+        "event": if summary.stopped { "stopped" } else { "trained" },
+        "run": run.as_str(),
+        "resumed_from": summary.resumed_from,
+        "last_checkpoint": summary.last_checkpoint,
+        "last_loss": summary.last_loss,
+    });
+    outcome(format, &text, event);
     Ok(())
 }

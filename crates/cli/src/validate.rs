@@ -3,14 +3,14 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
-use dacapo_core::RunConfig;
+use anyhow::{Context, Result};
 use dacapo_core::config::Backend;
+use dacapo_core::{RunConfig, RunName};
 use dacapo_runtime::Stores;
-use dacapo_trainer::frozen_config_path;
 use dacapo_validator::{Checkpoints, RevalidateOptions, revalidate};
 
 use crate::RootArg;
+use crate::progress::{LogFormat, ProgressArgs};
 
 /// Criteria shown in the summary when the task reports them (all are stored).
 const SHOWN: [&str; 4] = ["f1", "dice", "voi", "adapted_rand_error"];
@@ -32,33 +32,20 @@ pub struct ValidateArgs {
     /// Compute backend, overriding `run.backend` (flex, wgpu, cuda, tch).
     #[arg(long)]
     pub backend: Option<Backend>,
-    /// No progress bars.
-    #[arg(long)]
-    pub no_progress: bool,
+    #[command(flatten)]
+    pub progress: ProgressArgs,
 }
 
 /// The frozen config of `run` under `root`, with `stores.root` set to `root`.
 ///
 /// Relative data paths in it are relative to the working directory, as when it was trained.
 pub fn load_frozen(root: &Path, run: &str) -> Result<RunConfig> {
-    dacapo_core::validate_name("run", run)?;
-    let path = frozen_config_path(root, run);
-    if !path.exists() {
-        bail!(
-            "unknown run `{run}`: no frozen config at {}; check the name and --root (`dacapo \
-             runs ls --root {}`)",
-            path.display(),
-            root.display()
-        );
-    }
-    let mut config = RunConfig::load(&path)?;
-    config.stores.root = root.to_owned();
-    Ok(config)
+    Ok(dacapo_runtime::frozen::load(root, &RunName::new(run)?)?)
 }
 
 /// Runs `dacapo validate`.
-pub fn run(args: &ValidateArgs) -> Result<()> {
-    let config = load_frozen(&args.root.root, &args.run)?;
+pub fn run(args: &ValidateArgs, format: LogFormat) -> Result<()> {
+    let config = load_frozen(&args.root.resolve(), &args.run)?;
     let which = match (args.iteration, args.all) {
         (Some(n), _) => Checkpoints::Iteration(n),
         (None, true) => Checkpoints::All,
@@ -66,11 +53,11 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
     };
     let options = RevalidateOptions {
         backend: args.backend,
-        progress: !args.no_progress,
         ..RevalidateOptions::default()
     };
     let stores = Stores::open(&config)?;
-    let summary = revalidate(&config, &stores, which, &options)
+    let progress = args.progress.reporter(format);
+    let summary = revalidate(&config, &stores, which, &options, &*progress)
         .with_context(|| format!("validating run `{}` failed", args.run))?;
     let known = summary.scores.criteria();
     let criteria: Vec<&str> = SHOWN.into_iter().filter(|c| known.contains(c)).collect();

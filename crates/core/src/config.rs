@@ -139,6 +139,13 @@ pub enum TaskConfig {
         /// Agglomeration biases swept during validation.
         #[serde(default = "default_biases")]
         biases: Vec<f64>,
+        /// How validation turns affinities into segments (not part of the config hash).
+        #[serde(default)]
+        post_process: AffinityPostProcess,
+        /// Mean-affinity thresholds of the `watershed` agglomeration swept during validation
+        /// (not part of the config hash).
+        #[serde(default = "default_merge_thresholds")]
+        thresholds: Vec<f64>,
     },
     /// Foreground vs background, BCE loss.
     Binary {
@@ -160,6 +167,9 @@ fn default_distance_thresholds() -> Vec<f64> {
     vec![-0.5, -0.25, 0.0, 0.25, 0.5]
 }
 fn default_biases() -> Vec<f64> {
+    vec![0.1, 0.25, 0.5, 0.75, 0.9]
+}
+fn default_merge_thresholds() -> Vec<f64> {
     vec![0.1, 0.25, 0.5, 0.75, 0.9]
 }
 fn default_binary_thresholds() -> Vec<f64> {
@@ -192,6 +202,18 @@ impl TaskConfig {
             TaskConfig::OneHot { .. } => "one_hot",
         }
     }
+}
+
+/// Post-processing of the affinities task in validation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AffinityPostProcess {
+    /// Mutex watershed of all affinities for each of `biases`.
+    #[default]
+    Mws,
+    /// Watershed fragments of the boundary map (distance-transform seeds) agglomerated by mean
+    /// affinity for each of `thresholds` (DaCapo's/lsd's watershed pipeline).
+    Watershed,
 }
 
 /// Loss used by the affinities task.
@@ -547,7 +569,7 @@ impl Default for StoresConfig {
 }
 
 /// The `[validation]` section.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidationConfig {
     /// Spatial shape of a prediction input block (default: the training input shape).
@@ -556,6 +578,25 @@ pub struct ValidationConfig {
     /// Keep prediction zarrs of checkpoints that retention removes.
     #[serde(default)]
     pub keep_predictions: bool,
+    /// Segment sizes (voxels) swept with the task's parameters: instance segments smaller than
+    /// this are merged into their most affine neighbour (affinities) or removed (distance,
+    /// binary); 0 keeps every segment.
+    #[serde(default = "default_min_sizes")]
+    pub min_sizes: Vec<u64>,
+}
+
+fn default_min_sizes() -> Vec<u64> {
+    vec![0, 25, 100]
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            block_shape: None,
+            keep_predictions: false,
+            min_sizes: default_min_sizes(),
+        }
+    }
 }
 
 /// The `[logging]` section: TensorBoard event files written while training. None of it
@@ -667,56 +708,71 @@ impl RunConfig {
 
     /// Checks values that parse but cannot work.
     pub fn check(&self, path: &Path) -> Result<(), CoreError> {
-        let bad = |field: &str, message: String| CoreError::ConfigValue {
-            path: path.to_owned(),
-            field: field.to_owned(),
-            message,
-        };
+        self.check_run()
+            .and_then(|()| self.check_architecture())
+            .and_then(|()| self.check_trainer())
+            .and_then(|()| self.check_task())
+            .and_then(|()| self.check_datasplit())
+            .and_then(|()| self.check_stores())
+            .map_err(|(field, message)| CoreError::ConfigValue {
+                path: path.to_owned(),
+                field,
+                message,
+            })
+    }
+
+    /// `[run]`: a schedule of at least one step and one checkpoint, at least one thread.
+    fn check_run(&self) -> Result<(), Invalid> {
         if self.run.train_until == 0 {
-            return Err(bad("run.train_until", "must be at least 1".into()));
+            return invalid("run.train_until", "must be at least 1");
         }
         if self.run.validation_interval == 0 {
-            return Err(bad(
+            return invalid(
                 "run.validation_interval",
-                "must be at least 1 (steps between checkpoints)".into(),
-            ));
+                "must be at least 1 (steps between checkpoints)",
+            );
         }
         if self.run.threads == Some(0) {
-            return Err(bad("run.threads", "must be at least 1 when given".into()));
+            return invalid("run.threads", "must be at least 1 when given");
         }
         if self.logging.stride == 0 {
-            return Err(bad(
+            return invalid(
                 "logging.stride",
-                "must be at least 1 (steps between logged training scalars)".into(),
-            ));
+                "must be at least 1 (steps between logged training scalars)",
+            );
         }
+        Ok(())
+    }
+
+    /// `[architecture]`: 2 or 3 dims, and every per-axis list and size fits them.
+    fn check_architecture(&self) -> Result<(), Invalid> {
         let ArchitectureConfig::Unet(unet) = &self.architecture;
         if !(2..=3).contains(&unet.dims) {
-            return Err(bad(
+            return invalid(
                 "architecture.dims",
                 format!("is {}; only 2 and 3 are supported", unet.dims),
-            ));
+            );
         }
         for (i, f) in unet.downsample_factors.iter().enumerate() {
             if f.len() != unet.dims || f.contains(&0) {
-                return Err(bad(
+                return invalid(
                     "architecture.downsample_factors",
                     format!(
                         "entry {i} is {f:?}; each entry needs {} factors >= 1",
                         unet.dims
                     ),
-                ));
+                );
             }
         }
         if unet.input_shape.len() != unet.dims {
-            return Err(bad(
+            return invalid(
                 "architecture.input_shape",
                 format!(
                     "has {} axes but dims = {}",
                     unet.input_shape.len(),
                     unet.dims
                 ),
-            ));
+            );
         }
         for (field, value) in [
             ("architecture.fmaps", unet.fmaps),
@@ -724,21 +780,34 @@ impl RunConfig {
             ("architecture.kernel_size", unet.kernel_size),
             ("architecture.convs_per_level", unet.convs_per_level),
             ("architecture.in_channels", unet.in_channels),
-            ("trainer.batch_size", self.trainer.batch_size),
         ] {
             if value == 0 {
-                return Err(bad(field, "must be at least 1".into()));
+                return invalid(field, "must be at least 1");
             }
         }
+        Ok(())
+    }
+
+    /// `[trainer]`: a batch and a positive, finite learning rate.
+    fn check_trainer(&self) -> Result<(), Invalid> {
+        if self.trainer.batch_size == 0 {
+            return invalid("trainer.batch_size", "must be at least 1");
+        }
         if !(self.trainer.learning_rate > 0.0 && self.trainer.learning_rate.is_finite()) {
-            return Err(bad(
+            return invalid(
                 "trainer.learning_rate",
                 format!(
                     "is {}; it must be a positive number",
                     self.trainer.learning_rate
                 ),
-            ));
+            );
         }
+        Ok(())
+    }
+
+    /// `[task]`: offsets and classes that fit the network, a sweep of finite values.
+    fn check_task(&self) -> Result<(), Invalid> {
+        let ArchitectureConfig::Unet(unet) = &self.architecture;
         match &self.task {
             TaskConfig::Affinities {
                 neighborhood: Some(n),
@@ -747,37 +816,88 @@ impl RunConfig {
                 || n.iter()
                     .any(|o| o.len() != unet.dims || o.iter().all(|&x| x == 0)) =>
             {
-                return Err(bad(
+                return invalid(
                     "task.neighborhood",
                     format!("needs non-zero offsets of {} values each", unet.dims),
-                ));
+                );
             }
             TaskConfig::OneHot { classes } if classes.len() < 2 => {
-                return Err(bad("task.classes", "needs at least 2 classes".into()));
+                return invalid("task.classes", "needs at least 2 classes");
             }
             _ => {}
         }
-        let sweep = match &self.task {
+        let sweeps = match &self.task {
             TaskConfig::Distance { thresholds, .. } | TaskConfig::Binary { thresholds } => {
-                Some(("task.thresholds", thresholds))
+                vec![("task.thresholds", thresholds)]
             }
-            TaskConfig::Affinities { biases, .. } => Some(("task.biases", biases)),
-            TaskConfig::OneHot { .. } => None,
+            TaskConfig::Affinities {
+                biases, thresholds, ..
+            } => vec![("task.biases", biases), ("task.thresholds", thresholds)],
+            TaskConfig::OneHot { .. } => Vec::new(),
         };
-        if let Some((field, values)) = sweep
-            && (values.is_empty() || values.iter().any(|v| !v.is_finite()))
-        {
-            return Err(bad(
-                field,
-                format!("is {values:?}; give at least one finite value to sweep in validation"),
-            ));
+        for (field, values) in sweeps {
+            if values.is_empty() || values.iter().any(|v| !v.is_finite()) {
+                return invalid(
+                    field,
+                    format!("is {values:?}; give at least one finite value to sweep in validation"),
+                );
+            }
         }
+        if self.validation.min_sizes.is_empty() {
+            return invalid(
+                "validation.min_sizes",
+                "is empty; give at least one size in voxels (0 keeps every segment)",
+            );
+        }
+        Ok(())
+    }
+
+    /// `[datasplit]`: training data, unique and unreserved validation names, sane weights.
+    fn check_datasplit(&self) -> Result<(), Invalid> {
         if self.datasplit.train.is_empty() {
-            return Err(bad(
+            return invalid(
                 "datasplit.train",
-                "is empty; add at least one { zarr, raw, gt } dataset".into(),
-            ));
+                "is empty; add at least one { zarr, raw, gt } dataset",
+            );
         }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, d) in self.datasplit.validate.iter().enumerate() {
+            let field = format!("datasplit.validate[{i}].name");
+            let name = d.display_name();
+            if let Err(e) = validate_name("dataset", &name) {
+                return invalid(&field, e.to_string());
+            }
+            if crate::name::RESERVED_DATASET_NAMES.contains(&name.as_str()) {
+                return invalid(
+                    &field,
+                    format!("{name:?} is reserved for the run directory; choose another name"),
+                );
+            }
+            if !seen.insert(name.clone()) {
+                return invalid(
+                    &field,
+                    format!("{name:?} is used twice; give each validation dataset its own name"),
+                );
+            }
+        }
+        for (section, list) in [
+            ("train", &self.datasplit.train),
+            ("validate", &self.datasplit.validate),
+        ] {
+            for (i, d) in list.iter().enumerate() {
+                if !(d.weight >= 0.0 && d.weight.is_finite()) {
+                    return invalid(
+                        &format!("datasplit.{section}[{i}].weight"),
+                        "must be a finite number >= 0",
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `[stores]`: no credentials in store URLs (the config file is frozen and shared).
+    fn check_stores(&self) -> Result<(), Invalid> {
         for (field, url) in [
             ("stores.stats", &self.stores.stats),
             ("stores.weights", &self.stores.weights),
@@ -789,43 +909,11 @@ impl RunConfig {
                 .and_then(|authority| authority.rsplit_once('@'))
                 .map(|(info, _)| info);
             if userinfo.is_some_and(|info| info.contains(':')) {
-                return Err(bad(
+                return invalid(
                     field,
                     "holds a password; put credentials in the environment (e.g. PGPASSWORD, \
-                     AWS_SECRET_ACCESS_KEY), never in the config file"
-                        .into(),
-                ));
-            }
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for (i, d) in self.datasplit.validate.iter().enumerate() {
-            let name = d.display_name();
-            validate_name("dataset", &name)
-                .map_err(|e| bad(&format!("datasplit.validate[{i}].name"), e.to_string()))?;
-            if crate::name::RESERVED_DATASET_NAMES.contains(&name.as_str()) {
-                return Err(bad(
-                    &format!("datasplit.validate[{i}].name"),
-                    format!("{name:?} is reserved for the run directory; choose another name"),
-                ));
-            }
-            if !seen.insert(name.clone()) {
-                return Err(bad(
-                    &format!("datasplit.validate[{i}].name"),
-                    format!("{name:?} is used twice; give each validation dataset its own name"),
-                ));
-            }
-        }
-        for (section, list) in [
-            ("train", &self.datasplit.train),
-            ("validate", &self.datasplit.validate),
-        ] {
-            for (i, d) in list.iter().enumerate() {
-                if !(d.weight >= 0.0 && d.weight.is_finite()) {
-                    return Err(bad(
-                        &format!("datasplit.{section}[{i}].weight"),
-                        "must be a finite number >= 0".into(),
-                    ));
-                }
+                     AWS_SECRET_ACCESS_KEY), never in the config file",
+                );
             }
         }
         Ok(())
@@ -833,8 +921,8 @@ impl RunConfig {
 
     /// Hash of everything that decides the training trajectory (task, architecture,
     /// trainer, training data, seed): a resumed run with another hash would not be exact.
-    /// `train_until`, intervals, backend, stores, validation and logging settings may change
-    /// freely.
+    /// `train_until`, intervals, backend, stores, validation and logging settings and the
+    /// affinities' `post_process` and `thresholds` may change freely.
     pub fn trajectory_hash(&self) -> String {
         // Settings that cannot change the trajectory stay out, so changing them (or a version
         // that adds such a setting) does not block a resume.
@@ -842,9 +930,17 @@ impl RunConfig {
         if let Some(t) = trainer.as_object_mut() {
             t.remove("prefetch");
         }
+        // The post-processing keys added after the hash existed leave it out; the older
+        // `thresholds`/`biases` of distance, binary and mws stay in, so hashes stored in
+        // existing checkpoints still match.
+        let mut task = serde_json::json!(self.task);
+        if let (TaskConfig::Affinities { .. }, Some(t)) = (&self.task, task.as_object_mut()) {
+            t.remove("post_process");
+            t.remove("thresholds");
+        }
         let relevant = serde_json::json!({
             "seed": self.run.seed,
-            "task": self.task,
+            "task": task,
             "architecture": self.architecture,
             "trainer": trainer,
             "train": self.datasplit.train,
@@ -858,6 +954,14 @@ impl RunConfig {
         // Serialising these plain structs cannot fail; fall back to debug output regardless.
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot serialise: {e}\n"))
     }
+}
+
+/// A config value that fails a check: the dotted key and what is wrong with it.
+type Invalid = (String, String);
+
+/// `Err` for `field` with `message`.
+fn invalid(field: &str, message: impl Into<String>) -> Result<(), Invalid> {
+    Err((field.to_owned(), message.into()))
 }
 
 #[cfg(test)]

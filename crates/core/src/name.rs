@@ -11,7 +11,7 @@ pub const MAX_NAME_LEN: usize = 128;
 
 /// Dataset names that would collide with other entries of a run directory
 /// (`<run>/<dataset>/<criterion>.json` lives beside these).
-pub const RESERVED_DATASET_NAMES: [&str; 3] = ["checkpoints", "run.toml", "validation"];
+pub const RESERVED_DATASET_NAMES: [&str; 4] = ["checkpoints", "run.toml", "validation", "submit"];
 
 /// Checks that `name` is safe as a single path component (`kind` names it in the error).
 ///

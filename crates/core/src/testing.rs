@@ -21,7 +21,6 @@ threads = 2
 [task]
 kind = "distance"
 scale_factor = 5.0
-thresholds = [0.0, 0.25]
 
 [architecture]
 kind = "unet"
@@ -70,6 +69,19 @@ impl TinyRun {
         config.stores.root = dir.join("runs");
         let run = Self { config };
         run.data(&dir.join("data.zarr"))
+    }
+
+    /// The run config in the file `path` (e.g. `configs/quickstart.toml`), renamed `name`,
+    /// storing under `<dir>/runs` with its data (and synthetic data) at `<dir>/data.zarr`.
+    ///
+    /// # Panics
+    /// If the file does not load or `name` is not a valid run name.
+    #[allow(clippy::expect_used)] // a test helper: a bad file is a bug in the test
+    pub fn from_file(path: &Path, name: &str, dir: &Path) -> Self {
+        let mut config = RunConfig::load(path).expect("the config file loads");
+        config.run.name = RunName::new(name).expect("a valid run name");
+        config.stores.root = dir.join("runs");
+        Self { config }.data(&dir.join("data.zarr"))
     }
 
     /// Trains to `train_until` with a checkpoint (and validation) every `interval` steps.

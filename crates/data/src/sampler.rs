@@ -349,44 +349,17 @@ impl BatchSampler {
             .unwrap_or(self.cumulative.len() - 1)
     }
 
+    /// One sample: a dataset, a place in it, mirror/transpose, the patches (elastically
+    /// warped if asked) and the intensity augmentations, drawn from `rng` in this order.
     #[allow(clippy::type_complexity)]
     fn sample<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
     ) -> Result<(ArrayD<f32>, ArrayD<u64>, ArrayD<bool>, SampleInfo)> {
         let di = self.choose_dataset(rng);
-        let d = &self.datasets[di];
-        let place = &self.placements[di];
+        let origin = self.draw_origin(rng, di)?;
         let dims = self.spec.input_shape.len();
-        let draw_origin = |rng: &mut R| -> Vec<i64> {
-            place
-                .ranges
-                .iter()
-                .map(|&(lo, hi)| rng.random_range(lo..=hi))
-                .collect()
-        };
-        #[allow(clippy::cast_possible_wrap)]
-        let out_begin = |origin: &[i64]| -> Vec<i64> {
-            origin
-                .iter()
-                .zip(&self.context)
-                .map(|(a, c)| a + *c as i64)
-                .collect()
-        };
-        let mut origin = draw_origin(rng);
-        if d.mask_array().is_some() {
-            for _ in 1..MASK_TRIES {
-                if d.read_valid(&out_begin(&origin), &self.spec.output_shape)?
-                    .iter()
-                    .any(|&v| v)
-                {
-                    break;
-                }
-                origin = draw_origin(rng);
-            }
-        }
         let augments = &self.spec.augment;
-        let params = &self.spec.augment_params;
         let mirror = if augments.contains(&Augment::Mirror) {
             augment::draw_mirror(rng, dims)
         } else {
@@ -397,88 +370,15 @@ impl BatchSampler {
         } else {
             (0..dims).collect()
         };
-
-        let (mut raw, labels, valid) = if augments.contains(&Augment::Elastic) {
-            let field = ElasticField::draw(
-                rng,
-                &self.spec.input_shape,
-                params.elastic_spacing,
-                params.elastic_sigma,
-            );
-            #[allow(clippy::cast_possible_wrap)]
-            let m = self.margin as i64;
-            let grow = |begin: &[i64], shape: &[usize]| -> (Vec<i64>, Vec<usize>) {
-                (
-                    begin.iter().map(|b| b - m).collect(),
-                    shape.iter().map(|s| s + 2 * self.margin).collect(),
-                )
-            };
-            let (rb, rs) = grow(&origin, &self.spec.input_shape);
-            let (lb, ls) = grow(&out_begin(&origin), &self.spec.output_shape);
-            let raw_src = d.read_raw(&rb, &rs)?;
-            let label_src = d.read_gt(&lb, &ls)?;
-            let raw = augment::warp_linear(&raw_src, &field, &self.spec.input_shape);
-            let labels = augment::warp_nearest(
-                &label_src,
-                &field,
-                &self.spec.output_shape,
-                &self.spec.input_shape,
-                &self.context,
-            );
-            let valid = if self.has_mask {
-                let valid_src = d.read_valid(&lb, &ls)?;
-                augment::warp_nearest(
-                    &valid_src,
-                    &field,
-                    &self.spec.output_shape,
-                    &self.spec.input_shape,
-                    &self.context,
-                )
-            } else {
-                ArrayD::from_elem(IxDyn(&self.spec.output_shape), true)
-            };
-            (raw, labels, valid)
+        let (raw, labels, valid) = if augments.contains(&Augment::Elastic) {
+            self.read_warped(rng, di, &origin)?
         } else {
-            let ob = out_begin(&origin);
-            let valid = if self.has_mask {
-                d.read_valid(&ob, &self.spec.output_shape)?
-            } else {
-                ArrayD::from_elem(IxDyn(&self.spec.output_shape), true)
-            };
-            (
-                d.read_raw(&origin, &self.spec.input_shape)?,
-                d.read_gt(&ob, &self.spec.output_shape)?,
-                valid,
-            )
+            self.read_plain(di, &origin)?
         };
-
-        raw = augment::apply_geometry(raw, 1, &mirror, &transpose);
+        let mut raw = augment::apply_geometry(raw, 1, &mirror, &transpose);
         let labels = augment::apply_geometry(labels, 0, &mirror, &transpose);
         let valid = augment::apply_geometry(valid, 0, &mirror, &transpose);
-
-        for a in augments {
-            match a {
-                Augment::Intensity => {
-                    let [s0, s1] = params.intensity_scale;
-                    let [t0, t1] = params.intensity_shift;
-                    let scale = uniform(rng, s0, s1);
-                    let shift = uniform(rng, t0, t1);
-                    augment::intensity(&mut raw, scale, shift);
-                }
-                Augment::Gamma => {
-                    let [g0, g1] = params.gamma;
-                    // Log-uniform, so gamma and 1/gamma are equally likely for symmetric ranges.
-                    let g = if g0 > 0.0 && g1 > 0.0 {
-                        uniform(rng, g0.ln(), g1.ln()).exp()
-                    } else {
-                        uniform(rng, g0, g1).max(f64::MIN_POSITIVE)
-                    };
-                    augment::gamma(&mut raw, g);
-                }
-                Augment::Noise => augment::noise(&mut raw, rng, params.noise_std),
-                Augment::Mirror | Augment::Transpose | Augment::Elastic => {}
-            }
-        }
+        self.augment_intensities(rng, &mut raw);
         Ok((
             raw,
             labels,
@@ -490,6 +390,149 @@ impl BatchSampler {
                 transpose,
             },
         ))
+    }
+
+    /// Where the input patch of dataset `di` starts; with a mask, a place whose output patch
+    /// has a valid voxel (up to `MASK_TRIES` draws).
+    fn draw_origin<R: Rng + ?Sized>(&self, rng: &mut R, di: usize) -> Result<Vec<i64>> {
+        let draw = |rng: &mut R| -> Vec<i64> {
+            self.placements[di]
+                .ranges
+                .iter()
+                .map(|&(lo, hi)| rng.random_range(lo..=hi))
+                .collect()
+        };
+        let d = &self.datasets[di];
+        let mut origin = draw(rng);
+        if d.mask_array().is_some() {
+            for _ in 1..MASK_TRIES {
+                if d.read_valid(&self.output_begin(&origin), &self.spec.output_shape)?
+                    .iter()
+                    .any(|&v| v)
+                {
+                    break;
+                }
+                origin = draw(rng);
+            }
+        }
+        Ok(origin)
+    }
+
+    /// Where the output patch starts for an input patch at `origin`.
+    #[allow(clippy::cast_possible_wrap)]
+    fn output_begin(&self, origin: &[i64]) -> Vec<i64> {
+        origin
+            .iter()
+            .zip(&self.context)
+            .map(|(a, c)| a + *c as i64)
+            .collect()
+    }
+
+    /// The valid-voxel patch of dataset `di` at output position `begin` with `shape`: the
+    /// mask where there is one, all true otherwise.
+    fn read_valid(&self, di: usize, begin: &[i64], shape: &[usize]) -> Result<ArrayD<bool>> {
+        if self.has_mask {
+            self.datasets[di].read_valid(begin, shape)
+        } else {
+            Ok(ArrayD::from_elem(IxDyn(shape), true))
+        }
+    }
+
+    /// Raw, labels and valid patches of dataset `di` at `origin`, as stored.
+    #[allow(clippy::type_complexity)]
+    fn read_plain(
+        &self,
+        di: usize,
+        origin: &[i64],
+    ) -> Result<(ArrayD<f32>, ArrayD<u64>, ArrayD<bool>)> {
+        let d = &self.datasets[di];
+        let ob = self.output_begin(origin);
+        let valid = self.read_valid(di, &ob, &self.spec.output_shape)?;
+        Ok((
+            d.read_raw(origin, &self.spec.input_shape)?,
+            d.read_gt(&ob, &self.spec.output_shape)?,
+            valid,
+        ))
+    }
+
+    /// Raw, labels and valid patches of dataset `di` at `origin` under a random elastic
+    /// deformation (read with a margin, then warped).
+    #[allow(clippy::type_complexity)]
+    fn read_warped<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        di: usize,
+        origin: &[i64],
+    ) -> Result<(ArrayD<f32>, ArrayD<u64>, ArrayD<bool>)> {
+        let params = &self.spec.augment_params;
+        let field = ElasticField::draw(
+            rng,
+            &self.spec.input_shape,
+            params.elastic_spacing,
+            params.elastic_sigma,
+        );
+        #[allow(clippy::cast_possible_wrap)]
+        let m = self.margin as i64;
+        let grow = |begin: &[i64], shape: &[usize]| -> (Vec<i64>, Vec<usize>) {
+            (
+                begin.iter().map(|b| b - m).collect(),
+                shape.iter().map(|s| s + 2 * self.margin).collect(),
+            )
+        };
+        let d = &self.datasets[di];
+        let (rb, rs) = grow(origin, &self.spec.input_shape);
+        let (lb, ls) = grow(&self.output_begin(origin), &self.spec.output_shape);
+        let warp_output = |src: &ArrayD<_>| {
+            augment::warp_nearest(
+                src,
+                &field,
+                &self.spec.output_shape,
+                &self.spec.input_shape,
+                &self.context,
+            )
+        };
+        let raw = augment::warp_linear(&d.read_raw(&rb, &rs)?, &field, &self.spec.input_shape);
+        let labels = warp_output(&d.read_gt(&lb, &ls)?);
+        let valid = if self.has_mask {
+            augment::warp_nearest(
+                &d.read_valid(&lb, &ls)?,
+                &field,
+                &self.spec.output_shape,
+                &self.spec.input_shape,
+                &self.context,
+            )
+        } else {
+            ArrayD::from_elem(IxDyn(&self.spec.output_shape), true)
+        };
+        Ok((raw, labels, valid))
+    }
+
+    /// The intensity, gamma and noise augmentations of the spec, in its order.
+    fn augment_intensities<R: Rng + ?Sized>(&self, rng: &mut R, raw: &mut ArrayD<f32>) {
+        let params = &self.spec.augment_params;
+        for a in &self.spec.augment {
+            match a {
+                Augment::Intensity => {
+                    let [s0, s1] = params.intensity_scale;
+                    let [t0, t1] = params.intensity_shift;
+                    let scale = uniform(rng, s0, s1);
+                    let shift = uniform(rng, t0, t1);
+                    augment::intensity(raw, scale, shift);
+                }
+                Augment::Gamma => {
+                    let [g0, g1] = params.gamma;
+                    // Log-uniform, so gamma and 1/gamma are equally likely for symmetric ranges.
+                    let g = if g0 > 0.0 && g1 > 0.0 {
+                        uniform(rng, g0.ln(), g1.ln()).exp()
+                    } else {
+                        uniform(rng, g0, g1).max(f64::MIN_POSITIVE)
+                    };
+                    augment::gamma(raw, g);
+                }
+                Augment::Noise => augment::noise(raw, rng, params.noise_std),
+                Augment::Mirror | Augment::Transpose | Augment::Elastic => {}
+            }
+        }
     }
 }
 

@@ -133,13 +133,28 @@ fn strides(shape: &[usize]) -> Vec<usize> {
 
 /// Generates one image of `shape` (2 or 3 axes) with about `objects` cells.
 pub fn generate(shape: &[usize], seed: u64, objects: usize, noise: f64) -> SyntheticVolume {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // The draws happen in this order (cells, background, noise): it fixes the output.
+    let cells = draw_cells(&mut rng, shape, objects);
+    let (depth, mut labels) = paint_cells(shape, &cells);
+    let waves = background_waves(&mut rng, shape);
+    let raw = shade(shape, &cells, &depth, &mut labels, &waves);
+    let raw = smooth(shape, raw);
+    let raw = quantize_with_noise(&mut rng, &raw, noise);
+    let dim = IxDyn(shape);
+    SyntheticVolume {
+        raw: ArrayD::from_shape_vec(dim.clone(), raw)
+            .unwrap_or_else(|_| ArrayD::zeros(dim.clone())),
+        labels: ArrayD::from_shape_vec(dim.clone(), labels).unwrap_or_else(|_| ArrayD::zeros(dim)),
+    }
+}
+
+/// Each voxel's depth in its cell's ellipse (0 at the centre, 1 at the border and outside)
+/// and its cell's label (0: background); where cells overlap the deeper one wins.
+fn paint_cells(shape: &[usize], cells: &[Cell]) -> (Vec<f32>, Vec<u64>) {
     let dims = shape.len();
     let n: usize = shape.iter().product();
     let st = strides(shape);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let cells = draw_cells(&mut rng, shape, objects);
-
-    // Depth of each voxel in its cell's ellipse (0 at the centre, 1 at the border).
     let mut depth = vec![1.0f32; n];
     let mut labels = vec![0u64; n];
     let mut diff = vec![0.0f64; dims];
@@ -184,14 +199,13 @@ pub fn generate(shape: &[usize], seed: u64, objects: usize, noise: f64) -> Synth
             }
         });
     }
+    (depth, labels)
+}
 
-    // Boundaries: between two cells -> membrane and background label; cell next to
-    // background -> dark rim, label kept.
-    let original = labels.clone();
-    let mut raw = vec![0.0f32; n];
-    // Slowly varying background: a product of one cosine per axis.
-    #[allow(clippy::cast_precision_loss)]
-    let waves: Vec<Vec<f64>> = shape
+/// One cosine per axis with a random phase: the slowly varying background.
+#[allow(clippy::cast_precision_loss)]
+fn background_waves(rng: &mut ChaCha8Rng, shape: &[usize]) -> Vec<Vec<f64>> {
+    shape
         .iter()
         .map(|&s| {
             let phase = rng.random::<f64>() * std::f64::consts::TAU;
@@ -199,7 +213,23 @@ pub fn generate(shape: &[usize], seed: u64, objects: usize, noise: f64) -> Synth
                 .map(|x| (x as f64 / s as f64 * std::f64::consts::TAU * 1.3 + phase).cos())
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// Raw intensities: cells shaded by depth, a dark membrane between two cells (whose voxels
+/// become background in `labels`), a dark rim between a cell and background, and the waves
+/// elsewhere.
+fn shade(
+    shape: &[usize],
+    cells: &[Cell],
+    depth: &[f32],
+    labels: &mut [u64],
+    waves: &[Vec<f64>],
+) -> Vec<f32> {
+    let dims = shape.len();
+    let st = strides(shape);
+    let original = labels.to_vec();
+    let mut raw = vec![0.0f32; original.len()];
     for_each_index(shape, |p| {
         let flat: usize = p.iter().zip(&st).map(|(a, b)| a * b).sum();
         let l = original[flat];
@@ -224,7 +254,7 @@ pub fn generate(shape: &[usize], seed: u64, objects: usize, noise: f64) -> Synth
                 }
             }
         }
-        let background = 0.2 + 0.05 * p.iter().zip(&waves).map(|(&x, w)| w[x]).product::<f64>();
+        let background = 0.2 + 0.05 * p.iter().zip(waves).map(|(&x, w)| w[x]).product::<f64>();
         #[allow(clippy::cast_possible_truncation)]
         let value = if membrane {
             labels[flat] = 0;
@@ -239,10 +269,14 @@ pub fn generate(shape: &[usize], seed: u64, objects: usize, noise: f64) -> Synth
         };
         raw[flat] = value;
     });
+    raw
+}
 
-    // One pass of [1, 2, 1] / 4 smoothing per axis, edges clamped.
-    let mut tmp = vec![0.0f32; n];
-    for k in 0..dims {
+/// One pass of [1, 2, 1] / 4 smoothing per axis, edges clamped.
+fn smooth(shape: &[usize], mut raw: Vec<f32>) -> Vec<f32> {
+    let st = strides(shape);
+    let mut tmp = vec![0.0f32; raw.len()];
+    for k in 0..shape.len() {
         for_each_index(shape, |p| {
             let flat: usize = p.iter().zip(&st).map(|(a, b)| a * b).sum();
             let lo = if p[k] > 0 { flat - st[k] } else { flat };
@@ -255,24 +289,22 @@ pub fn generate(shape: &[usize], seed: u64, objects: usize, noise: f64) -> Synth
         });
         std::mem::swap(&mut raw, &mut tmp);
     }
+    raw
+}
 
+/// `raw` plus gaussian noise of standard deviation `noise`, as `u8` (0..=1 mapped to 0..=255).
+fn quantize_with_noise(rng: &mut ChaCha8Rng, raw: &[f32], noise: f64) -> Vec<u8> {
     let noise = noise.max(0.0);
-    let mut raw_u8 = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(raw.len());
     for pair in raw.chunks(2) {
-        let (a, b) = gaussian_pair(&mut rng);
+        let (a, b) = gaussian_pair(rng);
         for (v, z) in pair.iter().zip([a, b]) {
             let v = f64::from(*v) + noise * z;
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            raw_u8.push((v.clamp(0.0, 1.0) * 255.0).round() as u8);
+            out.push((v.clamp(0.0, 1.0) * 255.0).round() as u8);
         }
     }
-    let raw = raw_u8;
-    let dim = IxDyn(shape);
-    SyntheticVolume {
-        raw: ArrayD::from_shape_vec(dim.clone(), raw)
-            .unwrap_or_else(|_| ArrayD::zeros(dim.clone())),
-        labels: ArrayD::from_shape_vec(dim.clone(), labels).unwrap_or_else(|_| ArrayD::zeros(dim)),
-    }
+    out
 }
 
 /// Seed of the validation image of a synthetic container with training `seed`.

@@ -209,50 +209,93 @@ pub fn create_array<T: WriteElement>(
         action: "create",
         message,
     };
+    let chunk = chunk_shape(shape, opts).map_err(err)?;
+    clear_existing(&dir, opts, err)?;
+    ensure_parent_groups(container, path, opts.version)?;
+    let store = Arc::new(FilesystemStore::new(container).map_err(|e| zerr(e.to_string()))?);
+    let array = match opts.version {
+        ZarrVersion::V3 => array_v3::<T>(store, path, shape, &chunk, opts),
+        ZarrVersion::V2 => array_v2::<T>(store, path, shape, &chunk, opts),
+    }
+    .map_err(zerr)?;
+    array.store_metadata().map_err(|e| zerr(e.to_string()))?;
+    record_ome(container, path, shape.len(), opts)?;
+    Ok(ArrayWriter {
+        container: container.to_owned(),
+        path: path.to_owned(),
+        array,
+        _element: PhantomData,
+    })
+}
+
+/// The chunk shape of a new array of `shape` (given, or the default), checked against the
+/// shape together with the axis names; else what is wrong.
+fn chunk_shape(shape: &[u64], opts: &WriteOptions) -> std::result::Result<Vec<u64>, String> {
     if shape.is_empty() {
-        return Err(err("cannot write a 0-dimensional array".into()));
+        return Err("cannot write a 0-dimensional array".into());
     }
     let chunk = opts
         .chunk_shape
         .clone()
         .unwrap_or_else(|| default_chunk(shape, opts));
     if chunk.len() != shape.len() || chunk.contains(&0) {
-        return Err(err(format!(
+        return Err(format!(
             "chunk shape {chunk:?} must have {} non-zero entries",
             shape.len()
-        )));
+        ));
     }
     if let Some(names) = &opts.axis_names
         && names.len() != shape.len()
     {
-        return Err(err(format!(
+        return Err(format!(
             "axis_names {names:?} must have one name per axis ({} axes)",
             shape.len()
+        ));
+    }
+    Ok(chunk)
+}
+
+/// Makes room for a new array at `dir`: nothing there (hidden entries such as a prediction
+/// ledger do not count), or an array that `opts.overwrite`
+/// allows to replace (removed); a group or other directory is never replaced (`refused`
+/// makes the error that says so).
+fn clear_existing(
+    dir: &Path,
+    opts: &WriteOptions,
+    refused: impl Fn(String) -> DataError,
+) -> Result<()> {
+    if !dir.exists() || only_hidden_entries(dir) {
+        return Ok(());
+    }
+    let is_array = dir.join("zarr.json").is_file() || dir.join(".zarray").is_file();
+    if !is_array || !opts.overwrite {
+        let what = if is_array {
+            "an array"
+        } else {
+            "a directory or group"
+        };
+        return Err(refused(format!(
+            "already exists as {what}; remove it or choose another path"
         )));
     }
-    if dir.exists() && !only_hidden_entries(&dir) {
-        let is_array = dir.join("zarr.json").is_file() || dir.join(".zarray").is_file();
-        if !is_array || !opts.overwrite {
-            let what = if is_array {
-                "an array"
-            } else {
-                "a directory or group"
-            };
-            return Err(err(format!(
-                "already exists as {what}; remove it or choose another path"
-            )));
-        }
-        std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
-    }
-    // Parent groups, from the container root down to the array's parent.
-    ensure_group(container, opts.version)?;
+    std::fs::remove_dir_all(dir).map_err(io("remove", dir))
+}
+
+/// Creates the groups from the container root down to the parent of the array at `path`.
+fn ensure_parent_groups(container: &Path, path: &str, version: ZarrVersion) -> Result<()> {
+    ensure_group(container, version)?;
     let mut parent = container.to_owned();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     for part in &parts[..parts.len() - 1] {
         parent.push(part);
-        ensure_group(&parent, opts.version)?;
+        ensure_group(&parent, version)?;
     }
+    Ok(())
+}
 
+/// The attributes of a new array: `opts.attributes` with the voxel size (as `resolution`
+/// and `voxel_size`), offset and axis names that are given.
+fn array_attributes(opts: &WriteOptions) -> serde_json::Map<String, Value> {
     let mut attributes = opts.attributes.clone();
     if let Some(vs) = &opts.voxel_size {
         attributes.insert("resolution".into(), json!(vs));
@@ -267,63 +310,66 @@ pub fn create_array<T: WriteElement>(
     if let Some(units) = &opts.units {
         attributes.insert("units".into(), json!(units));
     }
-    let store = Arc::new(FilesystemStore::new(container).map_err(|e| zerr(e.to_string()))?);
-    let array = match opts.version {
-        ZarrVersion::V3 => {
-            let mut builder = ArrayBuilder::new(
-                shape.to_vec(),
-                chunk.as_slice(),
-                T::data_type(),
-                T::fill_value(),
-            );
-            if !opts.uncompressed {
-                builder.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(3, false))]);
-            }
-            builder
-                .dimension_names(opts.axis_names.clone())
-                .attributes(attributes)
-                .build(store, &node_path(path))
-                .map_err(|e| zerr(e.to_string()))?
-        }
-        ZarrVersion::V2 => {
-            let compressor = if opts.uncompressed {
-                Value::Null
-            } else {
-                json!({"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1, "blocksize": 0})
-            };
-            let fill = if T::V2_DTYPE.contains('f') {
-                json!(0.0)
-            } else {
-                json!(0)
-            };
-            let meta: ArrayMetadataV2 = serde_json::from_value(json!({
-                "zarr_format": 2,
-                "shape": shape,
-                "chunks": chunk,
-                "dtype": T::V2_DTYPE,
-                "compressor": compressor,
-                "fill_value": fill,
-                "order": "C",
-                "filters": null,
-                "dimension_separator": ".",
-            }))
-            .map_err(|e| zerr(e.to_string()))?;
-            Array::new_with_metadata(
-                store,
-                &node_path(path),
-                ArrayMetadata::V2(meta.with_attributes(attributes)),
-            )
-            .map_err(|e| zerr(e.to_string()))?
-        }
+    attributes
+}
+
+/// A zarr v3 array (zstd-compressed unless `opts.uncompressed`); its metadata is not stored
+/// yet.
+fn array_v3<T: WriteElement>(
+    store: Arc<FilesystemStore>,
+    path: &str,
+    shape: &[u64],
+    chunk: &[u64],
+    opts: &WriteOptions,
+) -> std::result::Result<Array<FilesystemStore>, String> {
+    let mut builder = ArrayBuilder::new(shape.to_vec(), chunk, T::data_type(), T::fill_value());
+    if !opts.uncompressed {
+        builder.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(3, false))]);
+    }
+    builder
+        .dimension_names(opts.axis_names.clone())
+        .attributes(array_attributes(opts))
+        .build(store, &node_path(path))
+        .map_err(|e| e.to_string())
+}
+
+/// A zarr v2 array (blosc lz4, as zarr-python writes it, unless `opts.uncompressed`); its
+/// metadata is not stored yet.
+fn array_v2<T: WriteElement>(
+    store: Arc<FilesystemStore>,
+    path: &str,
+    shape: &[u64],
+    chunk: &[u64],
+    opts: &WriteOptions,
+) -> std::result::Result<Array<FilesystemStore>, String> {
+    let compressor = if opts.uncompressed {
+        Value::Null
+    } else {
+        json!({"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1, "blocksize": 0})
     };
-    array.store_metadata().map_err(|e| zerr(e.to_string()))?;
-    record_ome(container, path, shape.len(), opts)?;
-    Ok(ArrayWriter {
-        container: container.to_owned(),
-        path: path.to_owned(),
-        array,
-        _element: PhantomData,
-    })
+    let fill = if T::V2_DTYPE.contains('f') {
+        json!(0.0)
+    } else {
+        json!(0)
+    };
+    let meta: ArrayMetadataV2 = serde_json::from_value(json!({
+        "zarr_format": 2,
+        "shape": shape,
+        "chunks": chunk,
+        "dtype": T::V2_DTYPE,
+        "compressor": compressor,
+        "fill_value": fill,
+        "order": "C",
+        "filters": null,
+        "dimension_separator": ".",
+    }))
+    .map_err(|e| e.to_string())?;
+    Array::new_with_metadata(
+        store,
+        &node_path(path),
+        ArrayMetadata::V2(meta.with_attributes(array_attributes(opts))),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Records an array with a geometry in its parent group's OME-Zarr metadata.

@@ -524,6 +524,8 @@ mod tests {
                 neighborhood: None,
                 loss: AffinityLoss::Bce,
                 biases: vec![0.5],
+                post_process: Default::default(),
+                thresholds: vec![0.5],
             },
             2,
         )
@@ -541,6 +543,8 @@ mod tests {
                 neighborhood: Some(vec![vec![0, -1]]),
                 loss: AffinityLoss::Mse,
                 biases: vec![0.5],
+                post_process: Default::default(),
+                thresholds: vec![0.5],
             },
             2,
         )
@@ -593,6 +597,8 @@ mod tests {
             neighborhood: Some(vec![vec![0, 0]]),
             loss: AffinityLoss::Bce,
             biases: vec![0.5],
+            post_process: Default::default(),
+            thresholds: vec![0.5],
         };
         assert!(Task::new(&bad, 2).is_err());
     }

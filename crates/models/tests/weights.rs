@@ -197,6 +197,8 @@ fn resume_from_tensors_is_bit_identical() {
         neighborhood: None,
         loss: AffinityLoss::Bce,
         biases: vec![0.5],
+        post_process: Default::default(),
+        thresholds: vec![0.5],
     };
     let task = Task::new(&config, 2).unwrap();
     let cfg = cfg.with_out_channels(task.out_channels());

@@ -5,34 +5,16 @@
 //! gunpowder/DaCapo convention). Edges whose other end falls outside the array are ignored.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 
-use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice};
 use rayon::slice::ParallelSliceMut;
 
+use crate::fx::FxHasher;
 use crate::{NdimageError, UnionFind};
 
 /// Largest voxel count: voxel indices of the edge list are stored as `u32`.
 const MAX_VOXELS: usize = u32::MAX as usize;
-
-/// A fast non-cryptographic hasher for integer keys (the FxHash multiply-rotate step): the
-/// mutex sets hash millions of `u64` ids, where SipHash dominates the run time.
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
 
 /// A set of mutex ids.
 type FxSet = HashSet<u64, BuildHasherDefault<FxHasher>>;
@@ -45,12 +27,12 @@ struct Edge {
     b: u32,
 }
 
-/// Checks the inputs and returns every in-bounds edge with `score(affinity)`, skipping NaN.
-fn edges(
+/// Checks that `affinities` is `(c, spatial...)` with one offset of the spatial rank per
+/// channel and few enough voxels for 32-bit indices; returns the spatial shape.
+pub(crate) fn check_inputs(
     affinities: &ArrayViewD<f32>,
     offsets: &[Vec<isize>],
-    score: impl Fn(f32) -> f32,
-) -> Result<(Vec<usize>, Vec<Edge>), NdimageError> {
+) -> Result<Vec<usize>, NdimageError> {
     if affinities.ndim() == 0 {
         return Err(NdimageError::NoChannelAxis);
     }
@@ -79,6 +61,49 @@ fn edges(
             max: MAX_VOXELS,
         });
     }
+    Ok(spatial)
+}
+
+/// The per-axis slices of the voxels `p` whose neighbour `p + offset` lies inside `shape`
+/// (`here`) and of those neighbours (`there`); `None` when no voxel has its neighbour inside.
+pub(crate) fn edge_slices(shape: &[usize], offset: &[isize]) -> Option<(Vec<Slice>, Vec<Slice>)> {
+    if offset
+        .iter()
+        .zip(shape)
+        .any(|(&o, &s)| o.unsigned_abs() >= s)
+    {
+        return None;
+    }
+    let here = offset
+        .iter()
+        .zip(shape)
+        .map(|(&o, &s)| Slice::from((-o).max(0)..s as isize - o.max(0)))
+        .collect();
+    let there = offset
+        .iter()
+        .zip(shape)
+        .map(|(&o, &s)| Slice::from(o.max(0)..s as isize + o.min(0)))
+        .collect();
+    Some((here, there))
+}
+
+/// Indices of the offsets of smallest reach (largest absolute component): the direct
+/// neighbours of a usual neighbourhood, such as `[1, 0]` and `[0, 1]` next to `[9, 0]`.
+pub(crate) fn short_range_channels(offsets: &[Vec<isize>]) -> Vec<usize> {
+    let reach = |o: &Vec<isize>| o.iter().map(|d| d.unsigned_abs()).max().unwrap_or(0);
+    let shortest = offsets.iter().map(reach).min().unwrap_or(0);
+    (0..offsets.len())
+        .filter(|&k| reach(&offsets[k]) == shortest)
+        .collect()
+}
+
+/// Checks the inputs and returns every in-bounds edge with `score(affinity)`, skipping NaN.
+fn edges(
+    affinities: &ArrayViewD<f32>,
+    offsets: &[Vec<isize>],
+    score: impl Fn(f32) -> f32,
+) -> Result<(Vec<usize>, Vec<Edge>), NdimageError> {
+    let spatial = check_inputs(affinities, offsets)?;
     let ndim = spatial.len();
     let mut strides = vec![1isize; ndim];
     for a in (0..ndim.saturating_sub(1)).rev() {

@@ -38,4 +38,14 @@ pub enum NdimageError {
         /// Largest supported number of voxels.
         max: usize,
     },
+    /// Two arrays that must have the same spatial shape do not.
+    #[error("{what}: shapes {left:?} and {right:?} differ; pass arrays of the same spatial shape")]
+    ShapeMismatch {
+        /// Which two arrays.
+        what: &'static str,
+        /// Shape of the first.
+        left: Vec<usize>,
+        /// Shape of the second.
+        right: Vec<usize>,
+    },
 }

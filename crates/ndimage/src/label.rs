@@ -145,6 +145,75 @@ pub fn relabel_consecutive(labels: ArrayViewD<u64>) -> (ArrayD<u64>, u64) {
     (out, values.len() as u64)
 }
 
+/// The labels of `labels` as dense region ids in raster order (0 stays 0, the other labels
+/// become `1..=count` in increasing order of their value) and `count`.
+pub(crate) fn dense_regions(labels: ArrayViewD<u64>) -> (Vec<u32>, usize) {
+    let max = labels.iter().copied().max().unwrap_or(0);
+    if max as usize > labels.len() {
+        let (consecutive, count) = relabel_consecutive(labels);
+        return (
+            consecutive.iter().map(|&v| v as u32).collect(),
+            count as usize,
+        );
+    }
+    // Few enough distinct values to index a table by label.
+    let mut id = vec![0u32; max as usize + 1];
+    for &v in labels.iter().filter(|&&v| v != 0) {
+        id[v as usize] = 1;
+    }
+    let mut count = 0u32;
+    for slot in id.iter_mut().skip(1) {
+        if *slot != 0 {
+            count += 1;
+            *slot = count;
+        }
+    }
+    (
+        labels.iter().map(|&v| id[v as usize]).collect(),
+        count as usize,
+    )
+}
+
+/// Numbers the non-zero entries of `labels` (values `1..=max_label`) `1..=count` in raster
+/// order of their first voxel; returns `count`.
+pub(crate) fn renumber_in_raster_order(labels: &mut [u64], max_label: usize) -> u64 {
+    let mut new = vec![0u64; max_label + 1];
+    let mut count = 0u64;
+    for v in labels.iter_mut() {
+        if *v != 0 {
+            let slot = &mut new[*v as usize];
+            if *slot == 0 {
+                count += 1;
+                *slot = count;
+            }
+            *v = *slot;
+        }
+    }
+    count
+}
+
+/// Sets every segment of `labels` smaller than `min_size` voxels to background (0).
+///
+/// Returns the remaining segments numbered `1..=count` in raster order of their first voxel,
+/// and `count`.
+pub fn remove_small_segments(labels: ArrayViewD<u64>, min_size: u64) -> (ArrayD<u64>, u64) {
+    let (mut region, count) = dense_regions(labels.view());
+    let mut size = vec![0u64; count + 1];
+    for &r in &region {
+        size[r as usize] += 1;
+    }
+    for r in region.iter_mut() {
+        if size[*r as usize] < min_size {
+            *r = 0;
+        }
+    }
+    let mut data: Vec<u64> = region.into_iter().map(u64::from).collect();
+    let kept = renumber_in_raster_order(&mut data, count);
+    let out = ArrayD::from_shape_vec(labels.raw_dim(), data)
+        .unwrap_or_else(|_| unreachable!("one label per voxel of the input"));
+    (out, kept)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +299,27 @@ mod tests {
         let (r, n) = relabel_consecutive(l.view());
         assert_eq!(n, 3);
         assert_eq!(r, array![[0, 2, 2], [3, 0, 1]].into_dyn());
+    }
+
+    #[test]
+    fn small_segments_are_removed_and_the_rest_renumbered() {
+        let l = array![[9, 9, 0, 4], [9, 0, 7, 4], [3, 3, 0, 4]].into_dyn();
+        let (r, n) = remove_small_segments(l.view(), 3);
+        assert_eq!(n, 2);
+        assert_eq!(
+            r,
+            array![[1, 1, 0, 2], [1, 0, 0, 2], [0, 0, 0, 2]].into_dyn()
+        );
+        let (r, n) = remove_small_segments(l.view(), 0);
+        assert_eq!(n, 4);
+        assert_eq!(
+            r,
+            array![[1, 1, 0, 2], [1, 0, 3, 2], [4, 4, 0, 2]].into_dyn()
+        );
+        // Labels far above the voxel count take the sorting path.
+        let big = array![[u64::MAX, 5, 5]].into_dyn();
+        let (r, n) = remove_small_segments(big.view(), 2);
+        assert_eq!((r, n), (array![[0, 1, 1]].into_dyn(), 1));
     }
 
     /// Flood fill reference.

@@ -32,14 +32,19 @@ pub fn compiled() -> Vec<Backend> {
 pub fn set_cpu_threads(threads: Option<usize>) {
     dacapo_kernels::keep_freed_memory();
     if let Some(n) = threads {
-        // Fails only if the global pool already exists (e.g. set by an embedding program);
-        // the existing pool is then used as it is.
+        // Fails only if the global pool already exists (e.g. set by an embedding program, or
+        // by an earlier run in this process); it is then used as it is, which only matters
+        // if its size differs.
         if rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
             .is_err()
+            && rayon::current_num_threads() != n
         {
-            tracing::warn!("CPU thread pool already initialised; run.threads = {n} is ignored");
+            tracing::warn!(
+                "the CPU thread pool already runs {} threads; run.threads = {n} is ignored",
+                rayon::current_num_threads()
+            );
         }
     }
 }

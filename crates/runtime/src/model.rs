@@ -8,8 +8,8 @@
 //! the same path [`WeightsStore::retrieve_best`] (and so [`load_best`]) reads.
 
 use burn::tensor::Device;
-use dacapo_core::ValidationScores;
 use dacapo_core::config::{ArchitectureConfig, RunConfig};
+use dacapo_core::{RunName, ValidationScores};
 use dacapo_models::{Task, UNet, UNetConfig, load_model_tensors};
 use dacapo_store::{BestRecord, StoreError, TrainState, WeightsStore};
 
@@ -35,7 +35,7 @@ pub fn build_model(config: &RunConfig, device: &Device) -> Result<(UNet, Task), 
 /// tensor is an error naming it.
 pub fn load_weights(
     weights: &dyn WeightsStore,
-    run: &str,
+    run: &RunName,
     iteration: u64,
     model: UNet,
 ) -> Result<(UNet, TrainState), RuntimeError> {
@@ -48,7 +48,7 @@ pub fn load_weights(
 /// the best record it was chosen by (its iteration, parameter and value).
 pub fn load_best(
     weights: &dyn WeightsStore,
-    run: &str,
+    run: &RunName,
     dataset: &str,
     criterion: &str,
     model: UNet,
@@ -63,7 +63,7 @@ pub fn load_best(
 /// have no best and keep whatever record they had. Every referenced checkpoint must be committed.
 pub fn update_best_records(
     weights: &dyn WeightsStore,
-    run: &str,
+    run: &RunName,
     scores: &ValidationScores,
 ) -> Result<Vec<BestRecord>, StoreError> {
     let mut written = Vec::new();

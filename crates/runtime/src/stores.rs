@@ -142,7 +142,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}/w", dir.path().display());
         let stores = Stores::open(&config(None, Some(&url))).unwrap();
-        assert_eq!(stores.weights.latest_iteration("r").unwrap(), None);
+        assert_eq!(
+            stores
+                .weights
+                .latest_iteration(&dacapo_core::RunName::new("r").unwrap())
+                .unwrap(),
+            None
+        );
         assert!(dir.path().join("w").is_dir());
     }
 }

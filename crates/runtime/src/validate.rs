@@ -2,22 +2,24 @@
 
 use std::path::PathBuf;
 
-use dacapo_core::{ValidationIterationScores, ValidationMeta};
+use dacapo_core::{ValidationIterationScores, ValidationMeta, ValidationScores};
 use dacapo_models::{Task, UNet};
-use indicatif::MultiProgress;
+
+use crate::progress::Progress;
 
 /// Evaluates checkpoints during training; the validator crate implements it.
 pub trait Validate {
     /// Datasets, parameter sets and criteria this validator produces scores for.
     fn meta(&self) -> ValidationMeta;
 
-    /// Scores of the model at checkpoint `iteration` on every validation dataset.
+    /// Scores of the model at checkpoint `iteration` on every validation dataset, with the
+    /// blockwise work reported to `progress`.
     fn validate(
         &mut self,
         iteration: u64,
         model: &UNet,
         task: &Task,
-        progress: &MultiProgress,
+        progress: &dyn Progress,
     ) -> Result<ValidationIterationScores, Box<dyn std::error::Error + Send + Sync>>;
 
     /// Called with checkpoints that retention removed, so their outputs can go too.
@@ -42,11 +44,26 @@ impl Validate for NoValidation {
         iteration: u64,
         _model: &UNet,
         _task: &Task,
-        _progress: &MultiProgress,
+        _progress: &dyn Progress,
     ) -> Result<ValidationIterationScores, Box<dyn std::error::Error + Send + Sync>> {
         Ok(ValidationIterationScores {
             iteration,
             scores: Default::default(),
         })
     }
+}
+
+/// `stored` scores in the validator's `meta`: unchanged if the metadata is the same, else the
+/// stored validations that still fit the new metadata (the others are dropped with a warning).
+pub fn scores_for(meta: ValidationMeta, stored: ValidationScores) -> ValidationScores {
+    if stored.meta == meta {
+        return stored;
+    }
+    let mut scores = ValidationScores::new(meta);
+    for s in stored.scores().iter().cloned() {
+        if let Err(e) = scores.add_iteration_scores(s) {
+            tracing::warn!("dropping stored validation scores that no longer fit: {e}");
+        }
+    }
+    scores
 }

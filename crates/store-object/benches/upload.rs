@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use dacapo_core::{DType, NamedTensor, TensorMap};
+use dacapo_store::conformance::data::run_name;
 use dacapo_store::{LocalWeightsStore, TrainState, Weights, WeightsStore};
 use dacapo_store_object::ObjectWeightsStore;
 
@@ -62,7 +63,7 @@ fn report(store: &str, op: &str, bytes: u64, times: &[Duration]) {
 }
 
 fn bench(name: &str, store: &dyn WeightsStore, mb: usize) {
-    let run = "bench-upload";
+    let run = &run_name("bench-upload");
     let (mut up, mut down) = (Vec::new(), Vec::new());
     let mut bytes = 0;
     for rep in 0..REPS {

@@ -23,13 +23,14 @@
 //! `state.json`'s checksum matches); `retrieve_weights` checks every file's CRC32C.
 //!
 //! ```no_run
+//! use dacapo_core::RunName;
 //! use dacapo_store::WeightsStore;
 //! use dacapo_store_object::ObjectWeightsStore;
 //!
-//! # fn main() -> dacapo_store::Result<()> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // Credentials, endpoint and region come from AWS_* environment variables.
 //! let store = ObjectWeightsStore::from_url("s3://bucket/dacapo")?;
-//! println!("{:?}", store.latest_iteration("my-run")?);
+//! println!("{:?}", store.latest_iteration(&RunName::new("my-run")?)?);
 //! # Ok(())
 //! # }
 //! ```
@@ -40,7 +41,8 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dacapo_core::validate_name;
+use dacapo_core::{RunName, validate_name};
+use dacapo_store::layout;
 use dacapo_store::local::{
     FileEntry, MANIFEST_FILE, MODEL_FILE, Manifest, OPTIMIZER_FILE, STATE_FILE, best_from_json,
     best_target_exists, best_to_json, canonical_u64, check_dataset_criterion, small_entry,
@@ -198,7 +200,7 @@ impl ObjectWeightsStore {
     ///
     /// `NotFound` if it has no objects; `Corrupt` naming the object and the failed check
     /// otherwise (a missing manifest included); `Remote` if the store cannot be reached.
-    pub fn verify(&self, run: &str, iteration: u64, level: Verify) -> Result<Manifest> {
+    pub fn verify(&self, run: &RunName, iteration: u64, level: Verify) -> Result<Manifest> {
         self.rt
             .block_on(self.check(run, iteration, level))
             .map(|c| c.manifest)
@@ -226,20 +228,21 @@ impl ObjectWeightsStore {
         }
     }
 
-    fn run_key(&self, run: &str) -> Result<Key> {
-        validate_name("run", run)?;
-        Ok(self.prefix.child(run))
+    fn run_key(&self, run: &RunName) -> Key {
+        self.prefix.child(run.as_str())
     }
 
-    fn iterations_key(&self, run: &str) -> Result<Key> {
-        Ok(self.run_key(run)?.child("checkpoints").child("iterations"))
+    fn iterations_key(&self, run: &RunName) -> Key {
+        self.run_key(run)
+            .child(layout::CHECKPOINTS_DIR)
+            .child(layout::ITERATIONS_DIR)
     }
 
-    fn checkpoint_key(&self, run: &str, iteration: u64) -> Result<Key> {
-        Ok(self.iterations_key(run)?.child(iteration.to_string()))
+    fn checkpoint_key(&self, run: &RunName, iteration: u64) -> Key {
+        self.iterations_key(run).child(iteration.to_string())
     }
 
-    fn not_found_checkpoint(&self, run: &str, iteration: u64, dir: &Key) -> StoreError {
+    fn not_found_checkpoint(&self, run: &RunName, iteration: u64, dir: &Key) -> StoreError {
         StoreError::NotFound {
             what: format!(
                 "checkpoint {iteration} of run `{run}` (list the stored ones with `iterations`)"
@@ -288,8 +291,8 @@ impl ObjectWeightsStore {
     }
 
     /// Verifies checkpoint `iteration` of `run` at `level`.
-    async fn check(&self, run: &str, iteration: u64, level: Verify) -> Result<Checked> {
-        let dir = self.checkpoint_key(run, iteration)?;
+    async fn check(&self, run: &RunName, iteration: u64, level: Verify) -> Result<Checked> {
+        let dir = self.checkpoint_key(run, iteration);
         let what = || format!("checkpoint {iteration} of run `{run}`");
         let mkey = dir.child(MANIFEST_FILE);
         let mpath = self.location(&mkey);
@@ -357,7 +360,13 @@ impl ObjectWeightsStore {
     }
 
     /// The content of file `name` of a verified checkpoint.
-    async fn get_file(&self, run: &str, iteration: u64, dir: &Key, name: &str) -> Result<Vec<u8>> {
+    async fn get_file(
+        &self,
+        run: &RunName,
+        iteration: u64,
+        dir: &Key,
+        name: &str,
+    ) -> Result<Vec<u8>> {
         let key = dir.child(name);
         self.get_optional(&key, || {
             format!("download {name} of checkpoint {iteration} of run `{run}`")
@@ -372,8 +381,8 @@ impl ObjectWeightsStore {
     }
 
     /// Integer-named iteration "directories" of `run` (unverified, unordered).
-    async fn candidates(&self, run: &str) -> Result<Vec<u64>> {
-        let it = self.iterations_key(run)?;
+    async fn candidates(&self, run: &RunName) -> Result<Vec<u64>> {
+        let it = self.iterations_key(run);
         Ok(self
             .list_subdirs(&it, || format!("list the checkpoints of run `{run}`"))
             .await?
@@ -384,7 +393,7 @@ impl ObjectWeightsStore {
 
     /// Quick verification for listing: `Ok(true)` if the checkpoint verifies, `Ok(false)`
     /// (with a warning) if it does not, an error only if the store cannot be reached.
-    async fn is_committed(&self, run: &str, iteration: u64) -> Result<bool> {
+    async fn is_committed(&self, run: &RunName, iteration: u64) -> Result<bool> {
         match self.check(run, iteration, Verify::Quick).await {
             Ok(_) => Ok(true),
             Err(e @ StoreError::Remote { .. }) => Err(e),
@@ -440,7 +449,7 @@ impl ObjectWeightsStore {
     /// Deletes the objects `listed` of checkpoint `dir`, the manifest first.
     async fn delete_checkpoint(
         &self,
-        run: &str,
+        run: &RunName,
         iteration: u64,
         dir: &Key,
         mut listed: Vec<ObjectMeta>,
@@ -462,8 +471,8 @@ impl ObjectWeightsStore {
     }
 
     /// Removes checkpoint `iteration` of `run`; `NotFound` if it has no objects.
-    async fn remove_async(&self, run: &str, iteration: u64) -> Result<()> {
-        let dir = self.checkpoint_key(run, iteration)?;
+    async fn remove_async(&self, run: &RunName, iteration: u64) -> Result<()> {
+        let dir = self.checkpoint_key(run, iteration);
         let listed = self
             .list_dir(&dir, || {
                 format!("list checkpoint {iteration} of run `{run}` for removal")
@@ -475,39 +484,40 @@ impl ObjectWeightsStore {
         self.delete_checkpoint(run, iteration, &dir, listed).await
     }
 
-    /// Iterations referenced by any best record of `run`.
-    async fn best_iterations(&self, run: &str) -> Result<BTreeSet<u64>> {
-        let run_key = self.run_key(run)?;
-        let mut out = BTreeSet::new();
-        let datasets = self
+    /// Every best record of `run`, ordered by dataset, then criterion.
+    async fn list_best(&self, run: &RunName) -> Result<Vec<BestRecord>> {
+        let run_key = self.run_key(run);
+        let mut out = Vec::new();
+        let mut datasets = self
             .list_subdirs(&run_key, || format!("list the best records of run `{run}`"))
             .await?;
+        datasets.retain(|ds| layout::is_dataset_entry(ds));
+        datasets.sort();
         for ds in datasets {
-            if validate_name("dataset", &ds).is_err()
-                || dacapo_core::RESERVED_DATASET_NAMES.contains(&ds.as_str())
-            {
-                continue;
-            }
             let ds_key = run_key.child(ds.as_str());
             let records = self
                 .list_dir(&ds_key, || {
                     format!("list the best records of dataset `{ds}` of run `{run}`")
                 })
                 .await?;
-            for rec in records {
-                let name = rec.location.filename().unwrap_or_default();
-                if name.starts_with('.') || !name.ends_with(".json") {
-                    continue;
-                }
+            let mut keys: Vec<&Key> = records
+                .iter()
+                .map(|rec| &rec.location)
+                .filter(|key| {
+                    let name = key.filename().unwrap_or_default();
+                    name.strip_suffix(".json")
+                        .is_some_and(|c| validate_name("criterion", c).is_ok())
+                })
+                .collect();
+            keys.sort();
+            for key in keys {
                 let Some(bytes) = self
-                    .get_optional(&rec.location, || {
-                        format!("read best record {} of run `{run}`", rec.location)
-                    })
+                    .get_optional(key, || format!("read best record {key} of run `{run}`"))
                     .await?
                 else {
                     continue;
                 };
-                out.insert(best_from_json(&bytes, &self.location(&rec.location))?.iteration);
+                out.push(best_from_json(&bytes, &self.location(key))?);
             }
         }
         Ok(out)
@@ -541,7 +551,7 @@ impl ObjectWeightsStore {
     /// Uploads the files of checkpoint `iteration` under `dir`, then its manifest.
     fn write_checkpoint(
         &self,
-        run: &str,
+        run: &RunName,
         iteration: u64,
         dir: &Key,
         weights: &Weights,
@@ -660,7 +670,7 @@ fn check_crc(bytes: &[u8], entry: &FileEntry, path: PathBuf) -> Result<()> {
 }
 
 impl WeightsStore for ObjectWeightsStore {
-    fn latest_iteration(&self, run: &str) -> Result<Option<u64>> {
+    fn latest_iteration(&self, run: &RunName) -> Result<Option<u64>> {
         self.block_on(async {
             let mut candidates = self.candidates(run).await?;
             candidates.sort_unstable_by(|a, b| b.cmp(a));
@@ -673,8 +683,7 @@ impl WeightsStore for ObjectWeightsStore {
         })
     }
 
-    fn store_weights(&self, run: &str, iteration: u64, weights: &Weights) -> Result<()> {
-        validate_name("run", run)?;
+    fn store_weights(&self, run: &RunName, iteration: u64, weights: &Weights) -> Result<()> {
         if weights.state.iteration != iteration {
             return Err(StoreError::Invalid(format!(
                 "the train state says iteration {} but the checkpoint is stored as iteration \
@@ -684,14 +693,14 @@ impl WeightsStore for ObjectWeightsStore {
         }
         st::check_tensors(&weights.model, "model")?;
         st::check_tensors(&weights.optimizer, "optimizer")?;
-        let dir = self.checkpoint_key(run, iteration)?;
+        let dir = self.checkpoint_key(run, iteration);
         match self.block_on(self.check(run, iteration, Verify::Quick)) {
             Ok(existing) => {
                 if Self::same_content(&existing.manifest, weights)? {
                     return Ok(());
                 }
                 return Err(StoreError::Exists {
-                    run: run.to_owned(),
+                    run: run.to_string(),
                     iteration,
                     path: self.location(&dir),
                 });
@@ -717,8 +726,8 @@ impl WeightsStore for ObjectWeightsStore {
         self.write_checkpoint(run, iteration, &dir, weights)
     }
 
-    fn retrieve_weights(&self, run: &str, iteration: u64) -> Result<Weights> {
-        let dir = self.checkpoint_key(run, iteration)?;
+    fn retrieve_weights(&self, run: &RunName, iteration: u64) -> Result<Weights> {
+        let dir = self.checkpoint_key(run, iteration);
         self.block_on(async {
             let checked = self.check(run, iteration, Verify::Quick).await?;
             let mpath = self.location(&dir.child(MANIFEST_FILE));
@@ -767,12 +776,12 @@ impl WeightsStore for ObjectWeightsStore {
         })
     }
 
-    fn remove(&self, run: &str, iteration: u64) -> Result<()> {
+    fn remove(&self, run: &RunName, iteration: u64) -> Result<()> {
         self.block_on(self.remove_async(run, iteration))
     }
 
-    fn store_best(&self, run: &str, record: &BestRecord) -> Result<()> {
-        let run_key = self.run_key(run)?;
+    fn store_best(&self, run: &RunName, record: &BestRecord) -> Result<()> {
+        let run_key = self.run_key(run);
         check_dataset_criterion(&record.dataset, &record.criterion)?;
         best_target_exists(
             run,
@@ -791,8 +800,8 @@ impl WeightsStore for ObjectWeightsStore {
             )))
     }
 
-    fn retrieve_best(&self, run: &str, dataset: &str, criterion: &str) -> Result<BestRecord> {
-        let run_key = self.run_key(run)?;
+    fn retrieve_best(&self, run: &RunName, dataset: &str, criterion: &str) -> Result<BestRecord> {
+        let run_key = self.run_key(run);
         check_dataset_criterion(dataset, criterion)?;
         let key = run_key.child(dataset).child(format!("{criterion}.json"));
         let what = format!(
@@ -816,7 +825,26 @@ impl WeightsStore for ObjectWeightsStore {
         Ok(record)
     }
 
-    fn iterations(&self, run: &str) -> Result<Vec<u64>> {
+    fn best_records(&self, run: &RunName) -> Result<Vec<BestRecord>> {
+        self.block_on(self.list_best(run))
+    }
+
+    fn remove_best(&self, run: &RunName, dataset: &str, criterion: &str) -> Result<()> {
+        check_dataset_criterion(dataset, criterion)?;
+        let key = self
+            .run_key(run)
+            .child(dataset)
+            .child(format!("{criterion}.json"));
+        match self.block_on(self.store.delete(&key)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.remote(format!(
+                "delete the best record for dataset `{dataset}` and criterion `{criterion}` of \
+                 run `{run}`"
+            ))(e)),
+        }
+    }
+
+    fn iterations(&self, run: &RunName) -> Result<Vec<u64>> {
         self.block_on(async {
             let mut candidates = self.candidates(run).await?;
             candidates.sort_unstable();
@@ -830,10 +858,15 @@ impl WeightsStore for ObjectWeightsStore {
         })
     }
 
-    fn apply_retention(&self, run: &str, keep_last: usize) -> Result<Vec<u64>> {
+    fn apply_retention(&self, run: &RunName, keep_last: usize) -> Result<Vec<u64>> {
         let all = self.iterations(run)?;
         self.block_on(async {
-            let best = self.best_iterations(run).await?;
+            let best: BTreeSet<u64> = self
+                .list_best(run)
+                .await?
+                .iter()
+                .map(|b| b.iteration)
+                .collect();
             let newest: HashSet<u64> = all.iter().rev().take(keep_last.max(1)).copied().collect();
             let removed: Vec<u64> = all
                 .iter()
@@ -850,7 +883,7 @@ impl WeightsStore for ObjectWeightsStore {
                 .filter(|n| newest_committed.is_some_and(|c| *n < c) && !all.contains(n))
                 .collect();
             for &n in &leftovers {
-                let dir = self.checkpoint_key(run, n)?;
+                let dir = self.checkpoint_key(run, n);
                 let listed = self
                     .list_dir(&dir, || format!("list checkpoint {n} of run `{run}`"))
                     .await?;

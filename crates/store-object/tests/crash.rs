@@ -15,7 +15,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dacapo_core::{NamedTensor, TensorMap};
+use dacapo_core::{NamedTensor, RunName, TensorMap};
+use dacapo_store::conformance::data::run_name;
 use dacapo_store::{StoreError, TrainState, Weights, WeightsStore};
 use dacapo_store_object::{MIN_PART_SIZE, ObjectWeightsStore};
 
@@ -23,7 +24,7 @@ const ROLE_ENV: &str = "DACAPO_OBJECT_CRASH_ROLE";
 const URL_ENV: &str = "DACAPO_OBJECT_CRASH_URL";
 const GEN_ENV: &str = "DACAPO_OBJECT_CRASH_GEN";
 const PROGRESS_ENV: &str = "DACAPO_OBJECT_CRASH_PROGRESS";
-const RUN: &str = "crash-run";
+static RUN: std::sync::LazyLock<RunName> = std::sync::LazyLock::new(|| run_name("crash-run"));
 const INTERVAL: u64 = 10;
 /// Model tensor size: four multipart parts of the smallest size.
 const MODEL_BYTES: usize = 4 * MIN_PART_SIZE;
@@ -94,7 +95,7 @@ fn crash_child() {
         .unwrap();
     let s = store(&url);
     let mut n = s
-        .latest_iteration(RUN)
+        .latest_iteration(&RUN)
         .unwrap()
         .map_or(INTERVAL, |l| l + INTERVAL);
     loop {
@@ -102,7 +103,8 @@ fn crash_child() {
         progress
             .write_all(format!("start {n}\n").as_bytes())
             .unwrap();
-        s.store_weights(RUN, n, &checkpoint(n, generation)).unwrap();
+        s.store_weights(&RUN, n, &checkpoint(n, generation))
+            .unwrap();
         progress
             .write_all(format!("done {n}\n").as_bytes())
             .unwrap();
@@ -200,7 +202,7 @@ fn kill_trials(url: &str) {
         all_started.extend(started.iter().copied());
 
         let fresh = store(url);
-        let latest = fresh.latest_iteration(RUN).unwrap().expect(&ctx);
+        let latest = fresh.latest_iteration(&RUN).unwrap().expect(&ctx);
         let newest_done = *done.last().expect(&ctx);
         if killed_mid_store {
             // Either the previous complete checkpoint, or the one in flight if its manifest
@@ -212,16 +214,16 @@ fn kill_trials(url: &str) {
         } else {
             assert_eq!(latest, newest_done, "{ctx}");
         }
-        let w = fresh.retrieve_weights(RUN, latest).unwrap();
+        let w = fresh.retrieve_weights(&RUN, latest).unwrap();
         assert!(is_checkpoint(&w, latest), "{ctx}: content of {latest}");
         // Every listed checkpoint is whole; every started but unlisted one is invisible.
-        let listed = fresh.iterations(RUN).unwrap();
+        let listed = fresh.iterations(&RUN).unwrap();
         for &n in &all_started {
             if listed.contains(&n) {
-                let w = fresh.retrieve_weights(RUN, n).unwrap();
+                let w = fresh.retrieve_weights(&RUN, n).unwrap();
                 assert!(is_checkpoint(&w, n), "{ctx}: content of {n}");
             } else {
-                let err = fresh.retrieve_weights(RUN, n).unwrap_err();
+                let err = fresh.retrieve_weights(&RUN, n).unwrap_err();
                 assert!(
                     matches!(
                         err,
@@ -241,7 +243,7 @@ fn kill_trials(url: &str) {
         "no kill landed inside an upload (seed {seed})"
     );
     for n in all_started {
-        let _ = s.remove(RUN, n);
+        let _ = s.remove(&RUN, n);
     }
 }
 

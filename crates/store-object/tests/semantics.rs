@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use dacapo_store::conformance::data::{best, weights, weights_sized};
+use dacapo_store::conformance::data::{best, run_name, weights, weights_sized};
 use dacapo_store::{StoreError, WeightsStore};
 use dacapo_store_object::ObjectWeightsStore;
 use dacapo_store_object::object_store::memory::InMemory;
@@ -63,8 +63,9 @@ fn setup() -> (Arc<InMemory>, ObjectWeightsStore) {
 #[test]
 fn layout_is_the_local_stores() {
     let (mem, s) = setup();
-    s.store_weights("r", 10, &weights(10)).unwrap();
-    s.store_best("r", &best(10, "val0", "dice", 0.5)).unwrap();
+    s.store_weights(&run_name("r"), 10, &weights(10)).unwrap();
+    s.store_best(&run_name("r"), &best(10, "val0", "dice", 0.5))
+        .unwrap();
     let dir = "p/r/checkpoints/iterations/10";
     assert_eq!(
         keys(&mem),
@@ -91,8 +92,10 @@ fn layout_is_the_local_stores() {
     // The files are what the local store writes, byte for byte.
     let tmp = tempfile::tempdir().unwrap();
     let local = dacapo_store::LocalWeightsStore::new(tmp.path()).with_fsync(false);
-    local.store_weights("r", 10, &weights(10)).unwrap();
-    let local_dir = local.checkpoint_dir("r", 10).unwrap();
+    local
+        .store_weights(&run_name("r"), 10, &weights(10))
+        .unwrap();
+    let local_dir = local.checkpoint_dir(&run_name("r"), 10);
     for name in ["model.safetensors", "optimizer.safetensors", "state.json"] {
         assert_eq!(
             get(&mem, &format!("{dir}/{name}")),
@@ -105,7 +108,7 @@ fn layout_is_the_local_stores() {
 #[test]
 fn files_without_a_manifest_are_invisible_and_a_retry_replaces_them() {
     let (mem, s) = setup();
-    s.store_weights("r", 10, &weights(10)).unwrap();
+    s.store_weights(&run_name("r"), 10, &weights(10)).unwrap();
     // What a writer killed before its manifest PUT leaves behind.
     put(
         &mem,
@@ -115,9 +118,9 @@ fn files_without_a_manifest_are_invisible_and_a_retry_replaces_them() {
     // Foreign entries are no checkpoints.
     put(&mem, "p/r/checkpoints/iterations/020/x", vec![1]);
     put(&mem, "p/r/checkpoints/iterations/tmp/x", vec![1]);
-    assert_eq!(s.latest_iteration("r").unwrap(), Some(10));
-    assert_eq!(s.iterations("r").unwrap(), vec![10]);
-    let err = s.retrieve_weights("r", 20).unwrap_err();
+    assert_eq!(s.latest_iteration(&run_name("r")).unwrap(), Some(10));
+    assert_eq!(s.iterations(&run_name("r")).unwrap(), vec![10]);
+    let err = s.retrieve_weights(&run_name("r"), 20).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert!(
         err.to_string().contains("MANIFEST.json is missing"),
@@ -128,9 +131,9 @@ fn files_without_a_manifest_are_invisible_and_a_retry_replaces_them() {
             .contains("memory://p/r/checkpoints/iterations/20/MANIFEST.json"),
         "{err}"
     );
-    s.store_weights("r", 20, &weights(20)).unwrap();
-    assert_eq!(s.latest_iteration("r").unwrap(), Some(20));
-    assert_eq!(s.retrieve_weights("r", 20).unwrap(), weights(20));
+    s.store_weights(&run_name("r"), 20, &weights(20)).unwrap();
+    assert_eq!(s.latest_iteration(&run_name("r")).unwrap(), Some(20));
+    assert_eq!(s.retrieve_weights(&run_name("r"), 20).unwrap(), weights(20));
     // Retention removes leftovers older than the newest checkpoint, and only those.
     put(
         &mem,
@@ -142,43 +145,46 @@ fn files_without_a_manifest_are_invisible_and_a_retry_replaces_them() {
         "p/r/checkpoints/iterations/25/model.safetensors",
         vec![1],
     );
-    assert_eq!(s.apply_retention("r", 2).unwrap(), Vec::<u64>::new());
+    assert_eq!(
+        s.apply_retention(&run_name("r"), 2).unwrap(),
+        Vec::<u64>::new()
+    );
     let left = keys(&mem);
     assert!(!left.iter().any(|k| k.contains("/15/")), "{left:?}");
     assert!(left.iter().any(|k| k.contains("/25/")), "{left:?}");
-    assert_eq!(s.iterations("r").unwrap(), vec![10, 20]);
+    assert_eq!(s.iterations(&run_name("r")).unwrap(), vec![10, 20]);
 }
 
 #[test]
 fn damaged_objects_fail_verification() {
     let (mem, s) = setup();
-    s.store_weights("r", 10, &weights(10)).unwrap();
-    s.store_weights("r", 20, &weights(20)).unwrap();
+    s.store_weights(&run_name("r"), 10, &weights(10)).unwrap();
+    s.store_weights(&run_name("r"), 20, &weights(20)).unwrap();
     // A flipped byte keeps the size: the quick check passes, retrieval catches it.
     let key = "p/r/checkpoints/iterations/20/optimizer.safetensors";
     let mut bytes = get(&mem, key);
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
     put(&mem, key, bytes);
-    assert_eq!(s.latest_iteration("r").unwrap(), Some(20));
-    let err = s.retrieve_weights("r", 20).unwrap_err();
+    assert_eq!(s.latest_iteration(&run_name("r")).unwrap(), Some(20));
+    let err = s.retrieve_weights(&run_name("r"), 20).unwrap_err();
     assert!(err.to_string().contains("crc32c check failed"), "{err}");
     assert!(err.to_string().contains(key), "{err}");
     // A truncated file fails the quick check: the previous checkpoint is the latest.
     let key = "p/r/checkpoints/iterations/20/model.safetensors";
     let bytes = get(&mem, key);
     put(&mem, key, bytes[..bytes.len() - 1].to_vec());
-    assert_eq!(s.latest_iteration("r").unwrap(), Some(10));
-    assert_eq!(s.iterations("r").unwrap(), vec![10]);
+    assert_eq!(s.latest_iteration(&run_name("r")).unwrap(), Some(10));
+    assert_eq!(s.iterations(&run_name("r")).unwrap(), vec![10]);
     // Storing it again replaces the damaged checkpoint.
-    s.store_weights("r", 20, &weights(20)).unwrap();
-    assert_eq!(s.retrieve_weights("r", 20).unwrap(), weights(20));
+    s.store_weights(&run_name("r"), 20, &weights(20)).unwrap();
+    assert_eq!(s.retrieve_weights(&run_name("r"), 20).unwrap(), weights(20));
     // A damaged state.json is caught by the quick check too.
     let key = "p/r/checkpoints/iterations/20/state.json";
     let mut bytes = get(&mem, key);
     bytes[3] ^= 1;
     put(&mem, key, bytes);
-    assert_eq!(s.latest_iteration("r").unwrap(), Some(10));
+    assert_eq!(s.latest_iteration(&run_name("r")).unwrap(), Some(10));
 }
 
 #[test]
@@ -187,9 +193,9 @@ fn large_files_go_up_in_parts_and_remove_deletes_everything() {
     let s = s.with_part_size(0);
     // About 12 MB of model tensors: three parts of the 5 MiB minimum.
     let w = weights_sized(5, 1 << 20);
-    s.store_weights("r", 5, &w).unwrap();
-    assert_eq!(s.retrieve_weights("r", 5).unwrap(), w);
-    s.remove("r", 5).unwrap();
+    s.store_weights(&run_name("r"), 5, &w).unwrap();
+    assert_eq!(s.retrieve_weights(&run_name("r"), 5).unwrap(), w);
+    s.remove(&run_name("r"), 5).unwrap();
     assert!(keys(&mem).is_empty(), "{:?}", keys(&mem));
 }
 
@@ -226,12 +232,12 @@ fn remote_errors_name_the_store_run_and_iteration() {
     let missing = format!("s3://dacapo-no-such-bucket{}", &url[bucket_end..]);
     let s = ObjectWeightsStore::from_url(&missing).unwrap();
     for (result, op) in [
-        (s.latest_iteration("r").map(|_| ()), "run `r`"),
+        (s.latest_iteration(&run_name("r")).map(|_| ()), "run `r`"),
         (
-            s.store_weights("r", 10, &weights(10)),
+            s.store_weights(&run_name("r"), 10, &weights(10)),
             "checkpoint 10 of run `r`",
         ),
-        (s.remove("r", 10), "checkpoint 10 of run `r`"),
+        (s.remove(&run_name("r"), 10), "checkpoint 10 of run `r`"),
     ] {
         match result.unwrap_err() {
             StoreError::Remote { store, op: o, .. } => {

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use dacapo_core::{TrainingIterationStats, TrainingStats};
 use dacapo_store::StatsStore;
+use dacapo_store::conformance::data::run_name;
 use dacapo_store_postgres::PostgresStatsStore;
 
 const TRAINERS: usize = 8;
@@ -38,7 +39,7 @@ fn main() {
             .map(|(t, store)| {
                 let barrier = &barrier;
                 scope.spawn(move || {
-                    let run = format!("bench-{t}");
+                    let run = run_name(&format!("bench-{t}"));
                     let mut stats = TrainingStats::new();
                     let mut latencies = Vec::with_capacity(calls as usize);
                     barrier.wait();
@@ -68,7 +69,7 @@ fn main() {
     });
     for (t, store) in stores.iter().enumerate() {
         let n = store
-            .retrieve_training_stats(&format!("bench-{t}"))
+            .retrieve_training_stats(&run_name(&format!("bench-{t}")))
             .unwrap()
             .len();
         assert_eq!(n as u64, calls, "trainer {t} stored {n} of {calls} records");

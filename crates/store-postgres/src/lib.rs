@@ -28,7 +28,7 @@ use std::str::FromStr;
 use std::sync::{Mutex, PoisonError};
 
 use dacapo_core::{
-    Criterion, ParameterSet, Score, TrainingIterationStats, TrainingStats,
+    Criterion, ParameterSet, RunName, Score, TrainingIterationStats, TrainingStats,
     ValidationIterationScores, ValidationMeta, ValidationScores, validate_name,
 };
 use dacapo_store::{Result, StatsStore, StoreError};
@@ -627,16 +627,16 @@ fn store_validation(conn: &mut Conn, run: &str, scores: &ValidationScores) -> Db
 }
 
 impl StatsStore for PostgresStatsStore {
-    fn store_training_stats(&self, run: &str, stats: &TrainingStats) -> Result<()> {
-        validate_name("run", run)?;
+    fn store_training_stats(&self, run: &RunName, stats: &TrainingStats) -> Result<()> {
+        let run = run.as_str();
         self.with(
             || format!("store the training stats of run `{run}`"),
             |conn| store_training(conn, run, stats.iteration_stats()),
         )
     }
 
-    fn retrieve_training_stats(&self, run: &str) -> Result<TrainingStats> {
-        validate_name("run", run)?;
+    fn retrieve_training_stats(&self, run: &RunName) -> Result<TrainingStats> {
+        let run = run.as_str();
         self.with(
             || format!("read the training stats of run `{run}`"),
             |conn| {
@@ -653,18 +653,18 @@ impl StatsStore for PostgresStatsStore {
 
     fn store_validation_iteration_scores(
         &self,
-        run: &str,
+        run: &RunName,
         scores: &ValidationScores,
     ) -> Result<()> {
-        validate_name("run", run)?;
+        let run = run.as_str();
         self.with(
             || format!("store the validation scores of run `{run}`"),
             |conn| store_validation(conn, run, scores),
         )
     }
 
-    fn retrieve_validation_iteration_scores(&self, run: &str) -> Result<ValidationScores> {
-        validate_name("run", run)?;
+    fn retrieve_validation_iteration_scores(&self, run: &RunName) -> Result<ValidationScores> {
+        let run = run.as_str();
         self.with(
             || format!("read the validation scores of run `{run}`"),
             |conn| {
@@ -689,8 +689,8 @@ impl StatsStore for PostgresStatsStore {
         )
     }
 
-    fn delete_training_stats(&self, run: &str) -> Result<()> {
-        validate_name("run", run)?;
+    fn delete_training_stats(&self, run: &RunName) -> Result<()> {
+        let run = run.as_str();
         self.with(
             || format!("delete the training stats of run `{run}`"),
             |conn| {
@@ -702,8 +702,22 @@ impl StatsStore for PostgresStatsStore {
         )
     }
 
-    fn sync(&self, run: &str) -> Result<()> {
-        validate_name("run", run)?;
+    fn delete_validation_scores(&self, run: &RunName) -> Result<()> {
+        let run = run.as_str();
+        self.with(
+            || format!("delete the validation scores of run `{run}`"),
+            |conn| {
+                let mut tx = conn.client.transaction()?;
+                delete_validations_from(&mut tx, run, 0)?;
+                tx.execute("DELETE FROM validation_meta WHERE run = $1", &[&run])?;
+                tx.commit()?;
+                Ok(())
+            },
+        )
+    }
+
+    fn sync(&self, run: &RunName) -> Result<()> {
+        let run = run.as_str();
         self.with(
             || format!("make the stats of run `{run}` durable"),
             |conn| {

@@ -1,6 +1,6 @@
 //! The store conformance suite and concurrency checks on `PostgresStatsStore`, against the
 //! server named by `DACAPO_TEST_POSTGRES_URL` (started by `cargo xtask services up postgres`);
-//! skipped with a printed reason when it is unset or unreachable.
+//! skipped with a printed reason when it is unset, failed when it is set but unreachable.
 //!
 //! Every setup gets its own schema (dropped at the end), so tests and test processes never
 //! see each other's runs.
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dacapo_core::TrainingStats;
 use dacapo_store::conformance::StatsFactory;
-use dacapo_store::conformance::data::{iter_scores, meta, rec, same_stats, stats};
+use dacapo_store::conformance::data::{iter_scores, meta, rec, run_name, same_stats, stats};
 use dacapo_store::{StatsStore, StoreError};
 use dacapo_store_postgres::PostgresStatsStore;
 
@@ -24,19 +24,20 @@ struct TestSchema {
 }
 
 impl TestSchema {
-    /// A new schema name, or `None` (printing why) when there is no reachable server.
+    /// A new schema name, or `None` (printing why) when no server is configured; panics when
+    /// the configured server is unreachable.
     fn new() -> Option<Self> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let Ok(url) = std::env::var(URL_VAR) else {
             println!("SKIPPED: {URL_VAR} is unset (run cargo xtask services up postgres)");
             return None;
         };
+        // A set URL says the server runs: one that is down fails the tests, never skips them.
         if let Err(e) = postgres::Client::connect(&url, postgres::NoTls) {
-            println!(
-                "SKIPPED: the server at {URL_VAR} is unreachable: {e} (run cargo xtask \
-                 services up postgres)"
+            panic!(
+                "{URL_VAR} is set but its server is unreachable: {e}; start it with `cargo \
+                 xtask services up postgres`, or unset {URL_VAR} to skip these tests"
             );
-            return None;
         }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -99,7 +100,7 @@ fn many_connections_write_while_others_read() {
         for (r, store) in (0..).zip(writers) {
             let done = &done;
             scope.spawn(move || {
-                let run = format!("trainer-{r}");
+                let run = run_name(&format!("trainer-{r}"));
                 let mut st = TrainingStats::new();
                 let mut scores = dacapo_core::ValidationScores::new(meta());
                 for i in 0..CALLS {
@@ -123,7 +124,7 @@ fn many_connections_write_while_others_read() {
                 let mut reads = 0u64;
                 while done.load(Ordering::SeqCst) < WRITERS || reads < 4 {
                     let r = (reads + k) % WRITERS;
-                    let run = format!("trainer-{r}");
+                    let run = run_name(&format!("trainer-{r}"));
                     let got = store.retrieve_training_stats(&run).unwrap();
                     assert!(
                         same_stats(&got, &stats(0..got.len() as u64, r)),
@@ -140,7 +141,7 @@ fn many_connections_write_while_others_read() {
     });
     let fresh = schema.open();
     for r in 0..WRITERS {
-        let run = format!("trainer-{r}");
+        let run = run_name(&format!("trainer-{r}"));
         let got = fresh.retrieve_training_stats(&run).unwrap();
         assert!(
             same_stats(&got, &stats(0..CALLS, r)),
@@ -158,8 +159,9 @@ fn rows_are_stored_as_documented() {
         return;
     };
     let s = schema.open();
-    s.store_training_stats("rows", &stats(5..8, 0)).unwrap();
-    s.store_validation_iteration_scores("rows", &{
+    s.store_training_stats(&run_name("rows"), &stats(5..8, 0))
+        .unwrap();
+    s.store_validation_iteration_scores(&run_name("rows"), &{
         let mut v = dacapo_core::ValidationScores::new(meta());
         v.add_iteration_scores(iter_scores(100, [[0.5, f64::NAN], [-0.0, 2.0]]))
             .unwrap();
@@ -261,7 +263,7 @@ fn one_statement_appends_notice_foreign_rewrites() {
         return;
     };
     let (a, b) = (schema.open(), schema.open());
-    let run = "rewritten";
+    let run = &run_name("rewritten");
     a.store_training_stats(run, &stats(0..5, 0)).unwrap();
     let mut last_differs = stats(0..4, 0);
     last_differs.add_iteration_stats(rec(4, 1)).unwrap();
@@ -295,11 +297,16 @@ fn one_statement_appends_notice_foreign_rewrites() {
                 time: -loss,
             })
             .unwrap();
-        a.store_training_stats("special-append", &special).unwrap();
-        let back = b.retrieve_training_stats("special-append").unwrap();
+        a.store_training_stats(&run_name("special-append"), &special)
+            .unwrap();
+        let back = b
+            .retrieve_training_stats(&run_name("special-append"))
+            .unwrap();
         assert!(same_stats(&back, &special), "{:?}", back.iteration_stats());
     }
-    let back = b.retrieve_training_stats("special-append").unwrap();
+    let back = b
+        .retrieve_training_stats(&run_name("special-append"))
+        .unwrap();
     assert_eq!(
         back.iteration_stats()[1].loss.to_bits(),
         (-0.0f64).to_bits()

@@ -12,7 +12,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use dacapo_core::{NamedTensor, TensorMap, TrainingIterationStats, TrainingStats};
+use dacapo_core::{NamedTensor, RunName, TensorMap, TrainingIterationStats, TrainingStats};
+use dacapo_store::conformance::data::run_name;
 use dacapo_store::{
     FileStatsStore, LocalWeightsStore, StatsStore, TrainState, Weights, WeightsStore,
 };
@@ -45,7 +46,7 @@ fn record(i: u64) -> TrainingIterationStats {
 
 /// Appends `n` iterations, storing every `every`; returns (total s, last call ms, mean call
 /// ms, median of the last 1000 calls ms).
-fn append(root: &Path, run: &str, n: u64, every: u64) -> (f64, f64, f64, f64) {
+fn append(root: &Path, run: &RunName, n: u64, every: u64) -> (f64, f64, f64, f64) {
     let store = FileStatsStore::new(root);
     let mut stats = TrainingStats::new();
     let mut calls = Vec::with_capacity((n / every) as usize);
@@ -128,11 +129,11 @@ fn weights_workloads(
     rows: &mut Vec<Row>,
 ) {
     let store = LocalWeightsStore::new(root);
-    let run = format!("weights-{label}");
+    let run = run_name(&format!("weights-{label}"));
     let w = checkpoint(size, 1);
     // The checkpoint's real size on disk (headers, state and manifest included).
     store.store_weights(&run, 1, &w).unwrap();
-    let bytes = dir_bytes(&store.checkpoint_dir(&run, 1).unwrap());
+    let bytes = dir_bytes(&store.checkpoint_dir(&run, 1));
     store.remove(&run, 1).unwrap();
     let plain_buf: Vec<u8> = (0..bytes).map(|i| (i * 31 % 251) as u8).collect();
     let (mut store_s, mut plain_s) = (Vec::new(), Vec::new());
@@ -206,7 +207,7 @@ fn weights_workloads(
 fn latest_workload(root: &Path, n: u64, rows: &mut Vec<Row>, target: bool) {
     // Setup without fsync (10k fsynced commits would take minutes); reads do not depend on it.
     let store = LocalWeightsStore::new(root).with_fsync(false);
-    let run = format!("latest-{n}");
+    let run = run_name(&format!("latest-{n}"));
     let mut model = TensorMap::new();
     model.insert(
         "w".into(),
@@ -229,7 +230,7 @@ fn latest_workload(root: &Path, n: u64, rows: &mut Vec<Row>, target: bool) {
     }
     let ms = median(&mut per);
     // The fallback when LATEST is missing: a scan of the directory.
-    let latest = store.run_dir(&run).unwrap().join("checkpoints/LATEST");
+    let latest = store.run_dir(&run).join("checkpoints/LATEST");
     let hint = fs::read(&latest).unwrap();
     fs::remove_file(&latest).unwrap();
     let t = Instant::now();
@@ -273,7 +274,7 @@ fn main() {
     let top = *sizes.last().unwrap();
     for &n in sizes {
         for (every, name) in [(1, "stats_append_k1"), (100, "stats_append_k100")] {
-            let run = format!("{name}-{n}");
+            let run = run_name(&format!("{name}-{n}"));
             let (total, last, mean, last_median) = append(root, &run, n, every);
             emit(
                 json!({"workload": name, "n": n, "seconds": total, "per_op_ms": mean,
@@ -293,7 +294,7 @@ fn main() {
     }
 
     let store = FileStatsStore::new(root);
-    let run = format!("stats_append_k1-{top}");
+    let run = run_name(&format!("stats_append_k1-{top}"));
     let mut times = Vec::new();
     for _ in 0..7 {
         let t = Instant::now();

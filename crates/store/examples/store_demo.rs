@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::error::Error;
 
 use dacapo_core::{
-    Criterion, NamedTensor, ParameterSet, Score, TensorMap, TrainingIterationStats,
+    Criterion, NamedTensor, ParameterSet, RunName, Score, TensorMap, TrainingIterationStats,
     ValidationIterationScores, ValidationMeta, ValidationScores,
 };
 use dacapo_store::{
@@ -54,22 +54,23 @@ fn weights_at(iteration: u64) -> Weights {
 fn main() -> Result<(), Box<dyn Error>> {
     let root = std::env::args().nth(1).unwrap_or_else(|| "runs".to_owned());
     // One writer per run: a second demo started meanwhile fails here, naming this process.
-    let _lock = RunLock::acquire(&root, RUN)?;
+    let run = &RunName::new(RUN)?;
+    let _lock = RunLock::acquire(&root, run)?;
     let weights = LocalWeightsStore::new(&root);
     let stats_store = FileStatsStore::new(&root);
 
     // Resume: latest checkpoint, stats cut back to it, validations up to it kept.
-    let start = weights.latest_iteration(RUN)?.unwrap_or(0);
+    let start = weights.latest_iteration(run)?.unwrap_or(0);
     if start > 0 {
-        let w = weights.retrieve_weights(RUN, start)?;
+        let w = weights.retrieve_weights(run, start)?;
         println!(
             "resuming {RUN} from checkpoint {start} ({} model tensors)",
             w.model.len()
         );
     }
-    let mut stats = stats_store.retrieve_training_stats(RUN)?;
+    let mut stats = stats_store.retrieve_training_stats(run)?;
     stats.delete_after(start);
-    let mut scores = stats_store.retrieve_validation_iteration_scores(RUN)?;
+    let mut scores = stats_store.retrieve_validation_iteration_scores(run)?;
     scores.delete_after(start + 1);
     if scores.scores().is_empty() {
         scores = ValidationScores::new(ValidationMeta {
@@ -92,8 +93,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         let done = i + 1;
         if done.is_multiple_of(INTERVAL) {
             // Stats first, then the checkpoint: a checkpoint never gets ahead of its stats.
-            stats_store.store_training_stats(RUN, &stats)?;
-            weights.store_weights(RUN, done, &weights_at(done))?;
+            stats_store.store_training_stats(run, &stats)?;
+            weights.store_weights(run, done, &weights_at(done))?;
             let dice = 1.0 - loss;
             let table = BTreeMap::from([(
                 "val0".to_owned(),
@@ -106,23 +107,23 @@ fn main() -> Result<(), Box<dyn Error>> {
                 iteration: done,
                 scores: table,
             })?;
-            stats_store.store_validation_iteration_scores(RUN, &scores)?;
+            stats_store.store_validation_iteration_scores(run, &scores)?;
             if let Some(best) = scores.best("val0", "dice") {
-                weights.store_best(RUN, &BestRecord::from_best(&best, true))?;
+                weights.store_best(run, &BestRecord::from_best(&best, true))?;
             }
-            let removed = weights.apply_retention(RUN, 2)?;
+            let removed = weights.apply_retention(run, 2)?;
             if !removed.is_empty() {
                 println!("retention removed checkpoints {removed:?}");
             }
         }
     }
-    stats_store.sync(RUN)?;
+    stats_store.sync(run)?;
 
-    let stored = stats_store.retrieve_training_stats(RUN)?;
-    let best = weights.retrieve_best(RUN, "val0", "dice")?;
+    let stored = stats_store.retrieve_training_stats(run)?;
+    let best = weights.retrieve_best(run, "val0", "dice")?;
     println!("root: {root}");
-    println!("latest checkpoint: {:?}", weights.latest_iteration(RUN)?);
-    println!("checkpoints kept: {:?}", weights.iterations(RUN)?);
+    println!("latest checkpoint: {:?}", weights.latest_iteration(run)?);
+    println!("checkpoints kept: {:?}", weights.iterations(run)?);
     println!(
         "training stats: {} iterations, last loss {:.4}",
         stored.trained_until(),
@@ -131,7 +132,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!(
         "validations: {}, best dice {:.4} at iteration {}",
         stats_store
-            .retrieve_validation_iteration_scores(RUN)?
+            .retrieve_validation_iteration_scores(run)?
             .scores()
             .len(),
         best.value,
@@ -139,8 +140,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     );
     println!(
         "files: {}, {}",
-        stats_store.training_stats_path(RUN)?.display(),
-        weights.checkpoint_dir(RUN, best.iteration)?.display()
+        stats_store.training_stats_path(run).display(),
+        weights.checkpoint_dir(run, best.iteration).display()
     );
     Ok(())
 }

@@ -29,16 +29,21 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use dacapo_core::{
-    TrainingIterationStats, TrainingStats, ValidationIterationScores, ValidationMeta,
-    ValidationScores, validate_name,
+    RunName, TrainingIterationStats, TrainingStats, ValidationIterationScores, ValidationMeta,
+    ValidationScores,
 };
 
 use crate::error::{Result, StoreError, corrupt, io_err};
 use crate::fsutil::{create_dir_durable, fsync_dir, read_optional, write_atomic};
 use crate::json;
+use crate::layout;
 use crate::traits::StatsStore;
+
+/// Reads of a file that a writer is changing before a check failure is reported.
+const READ_ATTEMPTS: u32 = 8;
 
 /// One record kind of a JSON-lines log.
 trait Record: Sized + Clone {
@@ -299,10 +304,10 @@ impl std::fmt::Debug for FileStatsStore {
     }
 }
 
-fn slot<T>(map: &Mutex<HashMap<String, Slot<T>>>, run: &str) -> Slot<T> {
+fn slot<T>(map: &Mutex<HashMap<String, Slot<T>>>, run: &RunName) -> Slot<T> {
     map.lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .entry(run.to_owned())
+        .entry(run.as_str().to_owned())
         .or_default()
         .clone()
 }
@@ -319,30 +324,24 @@ impl FileStatsStore {
     /// A store whose files live under `<root>/stats/` (created on the first write).
     pub fn new(root: impl AsRef<Path>) -> Self {
         Self {
-            root: root.as_ref().join("stats"),
+            root: root.as_ref().to_path_buf(),
             training: Mutex::default(),
             validation: Mutex::default(),
         }
     }
 
     /// The training stats file of `run`.
-    pub fn training_stats_path(&self, run: &str) -> Result<PathBuf> {
-        validate_name("run", run)?;
-        Ok(self
-            .root
-            .join("training_stats")
-            .join(run)
-            .join("stats.jsonl"))
+    pub fn training_stats_path(&self, run: &RunName) -> PathBuf {
+        layout::training_stats_path(&self.root, run)
     }
 
     /// The directory of the validation files (`meta.json`, `scores.jsonl`) of `run`.
-    pub fn validation_scores_dir(&self, run: &str) -> Result<PathBuf> {
-        validate_name("run", run)?;
-        Ok(self.root.join("validation_scores").join(run))
+    pub fn validation_scores_dir(&self, run: &RunName) -> PathBuf {
+        layout::validation_scores_dir(&self.root, run)
     }
 
-    fn store_validation(&self, run: &str, scores: &ValidationScores) -> Result<()> {
-        let dir = self.validation_scores_dir(run)?;
+    fn store_validation(&self, run: &RunName, scores: &ValidationScores) -> Result<()> {
+        let dir = self.validation_scores_dir(run);
         let slot = slot(&self.validation, run);
         let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(v) = guard.as_ref()
@@ -350,40 +349,102 @@ impl FileStatsStore {
         {
             *guard = None;
         }
-        if guard.is_none() {
-            let meta_path = dir.join("meta.json");
-            // Unreadable metadata is rewritten below, together with every score (local
-            // scores take priority); a bad score line is still an error from `Log::open`.
-            let meta = read_meta(&meta_path).unwrap_or_else(|e| {
-                tracing::warn!("{e}; rewriting the validation scores of run `{run}`");
-                None
-            });
-            let log = Log::open(&dir.join("scores.jsonl"))?;
-            *guard = Some(ValidationLog {
-                meta_path,
-                meta,
-                log,
-            });
-        }
-        let Some(v) = guard.as_mut() else {
-            return Ok(());
+        let v = match guard.take() {
+            Some(v) => v,
+            None => ValidationLog::open(&dir, run)?,
         };
-        let meta_changed = v.meta.as_ref() != Some(&scores.meta);
-        if meta_changed {
+        // On error the files may hold a partial write: reopen (and cut it off) next time.
+        *guard = Some(v.store(scores)?);
+        Ok(())
+    }
+}
+
+impl ValidationLog {
+    /// Opens the validation files in `dir`.
+    fn open(dir: &Path, run: &RunName) -> Result<Self> {
+        let meta_path = dir.join(layout::META_FILE);
+        // Unreadable metadata is rewritten by `store`, together with every score (local
+        // scores take priority); a bad score line is still an error from `Log::open`.
+        let meta = read_meta(&meta_path).unwrap_or_else(|e| {
+            tracing::warn!("{e}; rewriting the validation scores of run `{run}`");
+            None
+        });
+        let log = Log::open(&dir.join(layout::SCORES_FILE))?;
+        Ok(Self {
+            meta_path,
+            meta,
+            log,
+        })
+    }
+
+    /// Makes the files hold `scores`. Readers read `meta.json` before and after
+    /// `scores.jsonl`, so the order matters: new metadata is written before the first scores
+    /// that need it, and only once the scores written for the old metadata are cut off.
+    fn store(mut self, scores: &ValidationScores) -> Result<Self> {
+        if self.meta.as_ref() != Some(&scores.meta) {
+            self.log.sync_to(&[], true, true)?;
             let mut bytes = serde_json::to_vec_pretty(&scores.meta).map_err(|e| {
                 StoreError::Invalid(format!("validation metadata cannot be written: {e}"))
             })?;
             bytes.push(b'\n');
-            write_atomic(&v.meta_path, &bytes, false)?;
-            v.meta = Some(scores.meta.clone());
+            write_atomic(&self.meta_path, &bytes, false)?;
+            self.meta = Some(scores.meta.clone());
         }
-        let result = v.log.sync_to(scores.scores(), true, meta_changed);
-        if result.is_err() {
-            // The file may hold a partial write: reopen (and cut it off) on the next call.
-            *guard = None;
-        }
-        result
+        self.log.sync_to(scores.scores(), true, false)?;
+        Ok(self)
     }
+}
+
+/// Reads the validation scores in `dir` once: `Corrupt` also when `meta.json` changed while
+/// `scores.jsonl` was read (a writer was half-way; [`reread_while_changing`] reads again).
+fn read_validation(dir: &Path) -> Result<ValidationScores> {
+    let meta_path = dir.join(layout::META_FILE);
+    let scores_path = dir.join(layout::SCORES_FILE);
+    let meta = read_meta(&meta_path)?;
+    let records = read_log::<ValidationIterationScores>(&scores_path)?;
+    if read_meta(&meta_path)? != meta {
+        return Err(corrupt(&meta_path, "it changed while the scores were read"));
+    }
+    let Some(meta) = meta else {
+        if records.is_empty() {
+            return Ok(ValidationScores::default());
+        }
+        return Err(corrupt(
+            &meta_path,
+            "existence check failed: meta.json is missing but scores.jsonl has scores",
+        ));
+    };
+    let mut out = ValidationScores::new(meta);
+    for (i, r) in records.into_iter().enumerate() {
+        out.add_iteration_scores(r).map_err(|e| {
+            corrupt(
+                &scores_path,
+                format!("record {} check failed against meta.json: {e}", i + 1),
+            )
+        })?;
+    }
+    Ok(out)
+}
+
+/// Runs `read` again, after a short pause, while it finds the files corrupt, and returns the
+/// first whole result (or the last error).
+///
+/// A writer of the same run changes the files in steps (metadata, then scores; a cut, then
+/// an append), so a reader running meanwhile can see a state between two steps that fails a
+/// check; read again, it sees the writer's next whole state. Damage that is really on disk
+/// fails every attempt and is reported (after about 0.13 s).
+fn reread_while_changing<T>(mut read: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut pause = Duration::from_millis(1);
+    for _ in 1..READ_ATTEMPTS {
+        match read() {
+            Err(StoreError::Corrupt { .. }) => {
+                std::thread::sleep(pause);
+                pause *= 2;
+            }
+            result => return result,
+        }
+    }
+    read()
 }
 
 fn read_meta(path: &Path) -> Result<Option<ValidationMeta>> {
@@ -406,8 +467,8 @@ fn read_log<R: Record>(path: &Path) -> Result<Vec<R>> {
 }
 
 impl StatsStore for FileStatsStore {
-    fn store_training_stats(&self, run: &str, stats: &TrainingStats) -> Result<()> {
-        let path = self.training_stats_path(run)?;
+    fn store_training_stats(&self, run: &RunName, stats: &TrainingStats) -> Result<()> {
+        let path = self.training_stats_path(run);
         let slot = slot(&self.training, run);
         let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(log) = guard.as_ref()
@@ -428,50 +489,30 @@ impl StatsStore for FileStatsStore {
         result
     }
 
-    fn retrieve_training_stats(&self, run: &str) -> Result<TrainingStats> {
-        let path = self.training_stats_path(run)?;
-        let records = read_log::<TrainingIterationStats>(&path)?;
-        // `parse_log` checked the order already.
-        TrainingStats::from_records(records).map_err(|e| corrupt(&path, e.to_string()))
+    fn retrieve_training_stats(&self, run: &RunName) -> Result<TrainingStats> {
+        let path = self.training_stats_path(run);
+        reread_while_changing(|| {
+            let records = read_log::<TrainingIterationStats>(&path)?;
+            // `parse_log` checked the order already.
+            TrainingStats::from_records(records).map_err(|e| corrupt(&path, e.to_string()))
+        })
     }
 
     fn store_validation_iteration_scores(
         &self,
-        run: &str,
+        run: &RunName,
         scores: &ValidationScores,
     ) -> Result<()> {
         self.store_validation(run, scores)
     }
 
-    fn retrieve_validation_iteration_scores(&self, run: &str) -> Result<ValidationScores> {
-        let dir = self.validation_scores_dir(run)?;
-        let meta_path = dir.join("meta.json");
-        let scores_path = dir.join("scores.jsonl");
-        let meta = read_meta(&meta_path)?;
-        let records = read_log::<ValidationIterationScores>(&scores_path)?;
-        let Some(meta) = meta else {
-            if records.is_empty() {
-                return Ok(ValidationScores::default());
-            }
-            return Err(corrupt(
-                &meta_path,
-                "existence check failed: meta.json is missing but scores.jsonl has scores",
-            ));
-        };
-        let mut out = ValidationScores::new(meta);
-        for (i, r) in records.into_iter().enumerate() {
-            out.add_iteration_scores(r).map_err(|e| {
-                corrupt(
-                    &scores_path,
-                    format!("record {} check failed against meta.json: {e}", i + 1),
-                )
-            })?;
-        }
-        Ok(out)
+    fn retrieve_validation_iteration_scores(&self, run: &RunName) -> Result<ValidationScores> {
+        let dir = self.validation_scores_dir(run);
+        reread_while_changing(|| read_validation(&dir))
     }
 
-    fn delete_training_stats(&self, run: &str) -> Result<()> {
-        let path = self.training_stats_path(run)?;
+    fn delete_training_stats(&self, run: &RunName) -> Result<()> {
+        let path = self.training_stats_path(run);
         let slot = slot(&self.training, run);
         let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
         *guard = None;
@@ -486,9 +527,27 @@ impl StatsStore for FileStatsStore {
         Ok(())
     }
 
-    fn sync(&self, run: &str) -> Result<()> {
-        let training = self.training_stats_path(run)?;
-        let vdir = self.validation_scores_dir(run)?;
+    fn delete_validation_scores(&self, run: &RunName) -> Result<()> {
+        let dir = self.validation_scores_dir(run);
+        let slot = slot(&self.validation, run);
+        let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        *guard = None;
+        // Scores before metadata: a reader meanwhile sees metadata without scores, or nothing.
+        for name in [layout::SCORES_FILE, layout::META_FILE] {
+            let path = dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("delete", &path)(e)),
+            }
+        }
+        let _ = fs::remove_dir(&dir);
+        Ok(())
+    }
+
+    fn sync(&self, run: &RunName) -> Result<()> {
+        let training = self.training_stats_path(run);
+        let vdir = self.validation_scores_dir(run);
         // Hold the run's slots so no append is half-way while syncing.
         let tslot = slot(&self.training, run);
         let _t = tslot.lock().unwrap_or_else(PoisonError::into_inner);
@@ -496,8 +555,8 @@ impl StatsStore for FileStatsStore {
         let _v = vslot.lock().unwrap_or_else(PoisonError::into_inner);
         for file in [
             training.clone(),
-            vdir.join("meta.json"),
-            vdir.join("scores.jsonl"),
+            vdir.join(layout::META_FILE),
+            vdir.join(layout::SCORES_FILE),
         ] {
             fsync_file_if_exists(&file)?;
         }
@@ -505,9 +564,17 @@ impl StatsStore for FileStatsStore {
         for dir in [
             training.parent().map(Path::to_path_buf),
             Some(vdir.clone()),
-            Some(self.root.join("training_stats")),
-            Some(self.root.join("validation_scores")),
-            Some(self.root.clone()),
+            Some(
+                self.root
+                    .join(layout::STATS_DIR)
+                    .join(layout::TRAINING_STATS_DIR),
+            ),
+            Some(
+                self.root
+                    .join(layout::STATS_DIR)
+                    .join(layout::VALIDATION_SCORES_DIR),
+            ),
+            Some(self.root.join(layout::STATS_DIR)),
         ]
         .into_iter()
         .flatten()

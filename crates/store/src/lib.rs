@@ -5,27 +5,30 @@
 //! two local implementations back them: [`LocalWeightsStore`] (safetensors checkpoints
 //! committed atomically with checksummed manifests and a verified `LATEST` hint) and
 //! [`FileStatsStore`] (append-only JSON-lines files). [`RunLock`] keeps a run to one writer.
-//! Every run, dataset and criterion name is checked with [`dacapo_core::validate_name`]
-//! before it becomes part of a path. No burn: tensors cross as [`dacapo_core::TensorMap`].
+//! Runs are [`RunName`](dacapo_core::RunName)s, checked once when made; dataset and criterion
+//! names are checked with [`dacapo_core::validate_name`] before they become part of a path.
+//! [`layout`] names every file and directory under a store root; [`StoreUrl`] parses the
+//! URLs of remote stores. No burn: tensors cross as [`dacapo_core::TensorMap`].
 //!
 //! ```no_run
-//! use dacapo_core::{NamedTensor, TensorMap, TrainingIterationStats, TrainingStats};
+//! use dacapo_core::{NamedTensor, RunName, TensorMap, TrainingIterationStats, TrainingStats};
 //! use dacapo_store::{
 //!     FileStatsStore, LocalWeightsStore, RunLock, StatsStore, TrainState, Weights, WeightsStore,
 //! };
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let _lock = RunLock::acquire("runs", "demo")?;
+//! let run = RunName::new("demo")?;
+//! let _lock = RunLock::acquire("runs", &run)?;
 //! let weights = LocalWeightsStore::new("runs");
 //! let model = TensorMap::from([("w".to_owned(), NamedTensor::from_f32(vec![2], &[1.0, 2.0])?)]);
 //! let w = Weights { model, optimizer: TensorMap::new(), state: TrainState::new(10, "hash", "flex", 42) };
-//! weights.store_weights("demo", 10, &w)?;
-//! assert_eq!(weights.latest_iteration("demo")?, Some(10));
+//! weights.store_weights(&run, 10, &w)?;
+//! assert_eq!(weights.latest_iteration(&run)?, Some(10));
 //!
 //! let stats_store = FileStatsStore::new("runs");
 //! let mut stats = TrainingStats::new();
 //! stats.add_iteration_stats(TrainingIterationStats { iteration: 0, loss: 0.5, time: 0.1 })?;
-//! stats_store.store_training_stats("demo", &stats)?;
+//! stats_store.store_training_stats(&run, &stats)?;
 //! # Ok(())
 //! # }
 //! ```
@@ -37,6 +40,7 @@ pub mod file_stats;
 pub mod fsutil;
 pub mod interop;
 mod json;
+pub mod layout;
 pub mod local;
 pub mod lock;
 pub mod st;

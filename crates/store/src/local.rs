@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use dacapo_core::validate_name;
+use dacapo_core::{RunName, validate_name};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError, corrupt, io_err};
@@ -43,6 +43,7 @@ use crate::fsutil::{
     unique_suffix, write_atomic,
 };
 use crate::json;
+use crate::layout;
 use crate::st;
 use crate::traits::{BestRecord, TrainState, Weights, WeightsStore};
 
@@ -217,7 +218,7 @@ pub struct LocalWeightsStore {
     root: PathBuf,
     fsync: bool,
     /// Runs whose directories exist and whose leftovers were cleaned by this instance.
-    prepared: Mutex<HashSet<String>>,
+    prepared: Mutex<HashSet<RunName>>,
 }
 
 impl LocalWeightsStore {
@@ -242,38 +243,41 @@ impl LocalWeightsStore {
         &self.root
     }
 
-    /// The directory of `run` (`<root>/<run>`), after validating the name.
-    pub fn run_dir(&self, run: &str) -> Result<PathBuf> {
-        validate_name("run", run)?;
-        Ok(self.root.join(run))
+    /// The directory of `run` (`<root>/<run>`).
+    pub fn run_dir(&self, run: &RunName) -> PathBuf {
+        layout::run_dir(&self.root, run)
     }
 
     /// The directory of checkpoint `iteration` of `run` (whether or not it exists).
-    pub fn checkpoint_dir(&self, run: &str, iteration: u64) -> Result<PathBuf> {
-        Ok(self.iterations_dir(run)?.join(iteration.to_string()))
+    pub fn checkpoint_dir(&self, run: &RunName, iteration: u64) -> PathBuf {
+        self.iterations_dir(run).join(iteration.to_string())
     }
 
-    fn iterations_dir(&self, run: &str) -> Result<PathBuf> {
-        Ok(self.run_dir(run)?.join("checkpoints").join("iterations"))
+    fn iterations_dir(&self, run: &RunName) -> PathBuf {
+        self.run_dir(run)
+            .join(layout::CHECKPOINTS_DIR)
+            .join(layout::ITERATIONS_DIR)
     }
 
-    fn latest_path(&self, run: &str) -> Result<PathBuf> {
-        Ok(self.run_dir(run)?.join("checkpoints").join("LATEST"))
+    fn latest_path(&self, run: &RunName) -> PathBuf {
+        self.run_dir(run)
+            .join(layout::CHECKPOINTS_DIR)
+            .join(layout::LATEST_FILE)
     }
 
     /// Verifies checkpoint `iteration` of `run` and returns its manifest.
     ///
     /// `NotFound` if its directory does not exist; `Corrupt` naming the file and the failed
     /// check otherwise.
-    pub fn verify(&self, run: &str, iteration: u64, level: Verify) -> Result<Manifest> {
-        let dir = self.checkpoint_dir(run, iteration)?;
+    pub fn verify(&self, run: &RunName, iteration: u64, level: Verify) -> Result<Manifest> {
+        let dir = self.checkpoint_dir(run, iteration);
         check_dir(&dir, iteration, level).map_err(|e| not_found_as_checkpoint(e, run, iteration))
     }
 
     /// Like [`WeightsStore::latest_iteration`], verifying candidates at `level`.
-    pub fn latest_iteration_verified(&self, run: &str, level: Verify) -> Result<Option<u64>> {
-        let it_dir = self.iterations_dir(run)?;
-        let latest = self.latest_path(run)?;
+    pub fn latest_iteration_verified(&self, run: &RunName, level: Verify) -> Result<Option<u64>> {
+        let it_dir = self.iterations_dir(run);
+        let latest = self.latest_path(run);
         match read_optional(&latest)? {
             Some(bytes) => match Hint::parse(&bytes) {
                 Some(hint) => {
@@ -311,8 +315,8 @@ impl LocalWeightsStore {
 
     /// Creates the run's checkpoint directories (durably) and removes leftovers of crashed
     /// writers, once per run and store instance.
-    fn prepare(&self, run: &str) -> Result<PathBuf> {
-        let it_dir = self.iterations_dir(run)?;
+    fn prepare(&self, run: &RunName) -> Result<PathBuf> {
+        let it_dir = self.iterations_dir(run);
         let mut prepared = self
             .prepared
             .lock()
@@ -352,7 +356,7 @@ impl LocalWeightsStore {
         if removed_any && self.fsync {
             fsync_dir(&it_dir)?;
         }
-        prepared.insert(run.to_owned());
+        prepared.insert(run.clone());
         Ok(it_dir)
     }
 
@@ -399,8 +403,8 @@ impl LocalWeightsStore {
     }
 
     /// Rewrites `LATEST` from a scan if it mentions one of `gone`.
-    fn repair_hint(&self, run: &str, gone: &[u64]) -> Result<()> {
-        let latest_path = self.latest_path(run)?;
+    fn repair_hint(&self, run: &RunName, gone: &[u64]) -> Result<()> {
+        let latest_path = self.latest_path(run);
         let Some(bytes) = read_optional(&latest_path)? else {
             return Ok(());
         };
@@ -410,7 +414,7 @@ impl LocalWeightsStore {
                 || h.pending.is_some_and(|p| gone.contains(&p))
         });
         if stale {
-            let latest = scan_latest(&self.iterations_dir(run)?, run, Verify::Quick)?;
+            let latest = scan_latest(&self.iterations_dir(run), run, Verify::Quick)?;
             let text = Hint {
                 latest,
                 pending: None,
@@ -421,32 +425,39 @@ impl LocalWeightsStore {
         Ok(())
     }
 
-    /// Iterations referenced by any best record of `run`.
-    fn best_iterations(&self, run: &str) -> Result<BTreeSet<u64>> {
-        let run_dir = self.run_dir(run)?;
-        let mut out = BTreeSet::new();
+    /// Every best record of `run`, ordered by dataset, then criterion.
+    fn list_best(&self, run: &RunName) -> Result<Vec<BestRecord>> {
+        let run_dir = self.run_dir(run);
+        let mut datasets = Vec::new();
         let entries = match fs::read_dir(&run_dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_err("list", &run_dir)(e)),
         };
         for entry in entries {
             let entry = entry.map_err(io_err("list", &run_dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if validate_name("dataset", &name).is_err()
-                || dacapo_core::RESERVED_DATASET_NAMES.contains(&name.as_str())
-                || !entry.path().is_dir()
-            {
-                continue;
+            if layout::is_dataset_entry(&name) && entry.path().is_dir() {
+                datasets.push(name);
             }
-            let ds_dir = entry.path();
+        }
+        datasets.sort();
+        let mut out = Vec::new();
+        for dataset in datasets {
+            let ds_dir = run_dir.join(&dataset);
+            let mut criteria = Vec::new();
             for rec in fs::read_dir(&ds_dir).map_err(io_err("list", &ds_dir))? {
                 let rec = rec.map_err(io_err("list", &ds_dir))?;
                 let fname = rec.file_name().to_string_lossy().into_owned();
-                if fname.starts_with('.') || !fname.ends_with(".json") {
-                    continue;
+                if let Some(criterion) = fname.strip_suffix(".json")
+                    && validate_name("criterion", criterion).is_ok()
+                {
+                    criteria.push(criterion.to_owned());
                 }
-                out.insert(read_best(&rec.path())?.iteration);
+            }
+            criteria.sort();
+            for criterion in criteria {
+                out.push(self.retrieve_best(run, &dataset, &criterion)?);
             }
         }
         Ok(out)
@@ -454,7 +465,7 @@ impl LocalWeightsStore {
 }
 
 /// Maps a bare `NotFound` from `check_dir` to one naming the checkpoint and run.
-fn not_found_as_checkpoint(e: StoreError, run: &str, iteration: u64) -> StoreError {
+fn not_found_as_checkpoint(e: StoreError, run: &RunName, iteration: u64) -> StoreError {
     match e {
         StoreError::NotFound { path, .. } => StoreError::NotFound {
             what: format!(
@@ -523,7 +534,7 @@ fn check_dir(dir: &Path, iteration: u64, level: Verify) -> Result<Manifest> {
 }
 
 /// The newest integer-named entry of `it_dir` that verifies at `level`.
-fn scan_latest(it_dir: &Path, run: &str, level: Verify) -> Result<Option<u64>> {
+fn scan_latest(it_dir: &Path, run: &RunName, level: Verify) -> Result<Option<u64>> {
     let mut candidates = list_iterations(it_dir)?;
     candidates.sort_unstable_by(|a, b| b.cmp(a));
     for n in candidates {
@@ -567,7 +578,11 @@ fn read_best(path: &Path) -> Result<BestRecord> {
 
 /// Passes when `verified`, the quick verification of the checkpoint `record` points to,
 /// found it; a missing checkpoint becomes an error saying to store its weights first.
-pub fn best_target_exists<T>(run: &str, record: &BestRecord, verified: Result<T>) -> Result<()> {
+pub fn best_target_exists<T>(
+    run: &RunName,
+    record: &BestRecord,
+    verified: Result<T>,
+) -> Result<()> {
     match verified {
         Ok(_) => Ok(()),
         Err(StoreError::NotFound { path, .. }) => Err(StoreError::NotFound {
@@ -645,12 +660,11 @@ pub fn small_entry(bytes: &[u8]) -> FileEntry {
 }
 
 impl WeightsStore for LocalWeightsStore {
-    fn latest_iteration(&self, run: &str) -> Result<Option<u64>> {
+    fn latest_iteration(&self, run: &RunName) -> Result<Option<u64>> {
         self.latest_iteration_verified(run, Verify::Quick)
     }
 
-    fn store_weights(&self, run: &str, iteration: u64, weights: &Weights) -> Result<()> {
-        validate_name("run", run)?;
+    fn store_weights(&self, run: &RunName, iteration: u64, weights: &Weights) -> Result<()> {
         if weights.state.iteration != iteration {
             return Err(StoreError::Invalid(format!(
                 "the train state says iteration {} but the checkpoint is stored as iteration \
@@ -669,7 +683,7 @@ impl WeightsStore for LocalWeightsStore {
             match check_dir(&final_dir, iteration, Verify::Full) {
                 Ok(_) => {
                     return Err(StoreError::Exists {
-                        run: run.to_owned(),
+                        run: run.to_string(),
                         iteration,
                         path: final_dir,
                     });
@@ -705,13 +719,13 @@ impl WeightsStore for LocalWeightsStore {
                 latest: Some(iteration),
                 pending: None,
             };
-            write_atomic(&self.latest_path(run)?, hint.render().as_bytes(), false)?;
+            write_atomic(&self.latest_path(run), hint.render().as_bytes(), false)?;
         }
         Ok(())
     }
 
-    fn retrieve_weights(&self, run: &str, iteration: u64) -> Result<Weights> {
-        let dir = self.checkpoint_dir(run, iteration)?;
+    fn retrieve_weights(&self, run: &RunName, iteration: u64) -> Result<Weights> {
+        let dir = self.checkpoint_dir(run, iteration);
         let manifest = self.verify(run, iteration, Verify::Quick)?;
         let entry = |name: &str| {
             manifest
@@ -764,8 +778,8 @@ impl WeightsStore for LocalWeightsStore {
         })
     }
 
-    fn remove(&self, run: &str, iteration: u64) -> Result<()> {
-        let it_dir = self.iterations_dir(run)?;
+    fn remove(&self, run: &RunName, iteration: u64) -> Result<()> {
+        let it_dir = self.iterations_dir(run);
         let dir = it_dir.join(iteration.to_string());
         if !dir.is_dir() {
             return Err(StoreError::NotFound {
@@ -779,8 +793,8 @@ impl WeightsStore for LocalWeightsStore {
         self.repair_hint(run, &[iteration])
     }
 
-    fn store_best(&self, run: &str, record: &BestRecord) -> Result<()> {
-        let run_dir = self.run_dir(run)?;
+    fn store_best(&self, run: &RunName, record: &BestRecord) -> Result<()> {
+        let run_dir = self.run_dir(run);
         check_dataset_criterion(&record.dataset, &record.criterion)?;
         best_target_exists(
             run,
@@ -797,8 +811,8 @@ impl WeightsStore for LocalWeightsStore {
         )
     }
 
-    fn retrieve_best(&self, run: &str, dataset: &str, criterion: &str) -> Result<BestRecord> {
-        let run_dir = self.run_dir(run)?;
+    fn retrieve_best(&self, run: &RunName, dataset: &str, criterion: &str) -> Result<BestRecord> {
+        let run_dir = self.run_dir(run);
         check_dataset_criterion(dataset, criterion)?;
         let path = run_dir.join(dataset).join(format!("{criterion}.json"));
         if !path.exists() {
@@ -822,8 +836,29 @@ impl WeightsStore for LocalWeightsStore {
         Ok(record)
     }
 
-    fn iterations(&self, run: &str) -> Result<Vec<u64>> {
-        let it_dir = self.iterations_dir(run)?;
+    fn best_records(&self, run: &RunName) -> Result<Vec<BestRecord>> {
+        self.list_best(run)
+    }
+
+    fn remove_best(&self, run: &RunName, dataset: &str, criterion: &str) -> Result<()> {
+        check_dataset_criterion(dataset, criterion)?;
+        let dir = self.run_dir(run).join(dataset);
+        let path = dir.join(format!("{criterion}.json"));
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("delete", &path)(e)),
+        }
+        // The dataset directory goes with its last record.
+        let _ = fs::remove_dir(&dir);
+        if self.fsync {
+            fsync_dir(&self.run_dir(run))?;
+        }
+        Ok(())
+    }
+
+    fn iterations(&self, run: &RunName) -> Result<Vec<u64>> {
+        let it_dir = self.iterations_dir(run);
         let mut out: Vec<u64> = list_iterations(&it_dir)?
             .into_iter()
             .filter(
@@ -840,10 +875,10 @@ impl WeightsStore for LocalWeightsStore {
         Ok(out)
     }
 
-    fn apply_retention(&self, run: &str, keep_last: usize) -> Result<Vec<u64>> {
-        let it_dir = self.iterations_dir(run)?;
+    fn apply_retention(&self, run: &RunName, keep_last: usize) -> Result<Vec<u64>> {
+        let it_dir = self.iterations_dir(run);
         let all = self.iterations(run)?;
-        let best = self.best_iterations(run)?;
+        let best: BTreeSet<u64> = self.list_best(run)?.iter().map(|b| b.iteration).collect();
         let newest: HashSet<u64> = all.iter().rev().take(keep_last.max(1)).copied().collect();
         let removed: Vec<u64> = all
             .into_iter()
@@ -881,7 +916,7 @@ impl LocalWeightsStore {
         iteration: u64,
         weights: &Weights,
         current: Option<u64>,
-        run: &str,
+        run: &RunName,
     ) -> Result<bool> {
         let fsync = self.fsync;
         let layouts = [
@@ -890,7 +925,7 @@ impl LocalWeightsStore {
         ];
         let state_bytes = state_json(&weights.state)?;
         let intent = current.is_none_or(|c| iteration > c);
-        let latest_path = self.latest_path(run)?;
+        let latest_path = self.latest_path(run);
         let write_intent = || -> Result<()> {
             if !intent {
                 return Ok(());

@@ -5,10 +5,11 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use dacapo_core::validate_name;
+use dacapo_core::RunName;
 
 use crate::error::{Result, StoreError, io_err};
 use crate::fsutil::create_dir_durable;
+use crate::layout;
 
 /// An exclusive advisory lock on `<root>/<run>/.lock`, held until dropped.
 ///
@@ -24,11 +25,10 @@ pub struct RunLock {
 impl RunLock {
     /// Takes the lock of `run` under `root` without waiting; `StoreError::Locked` naming the
     /// holder if another writer (in this or another process) has it.
-    pub fn acquire(root: impl AsRef<Path>, run: &str) -> Result<RunLock> {
-        validate_name("run", run)?;
-        let dir = root.as_ref().join(run);
+    pub fn acquire(root: impl AsRef<Path>, run: &RunName) -> Result<RunLock> {
+        let dir = layout::run_dir(root.as_ref(), run);
         create_dir_durable(&dir, true)?;
-        let path = dir.join(".lock");
+        let path = layout::lock_path(root.as_ref(), run);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -78,9 +78,8 @@ impl RunLock {
     /// A non-blocking probe for readers such as `dacapo runs ls`: it takes a shared lock on
     /// the file for an instant (never creating, truncating or writing it) and releases it at
     /// once; a writer calling [`acquire`](Self::acquire) in that instant is refused.
-    pub fn holder(root: impl AsRef<Path>, run: &str) -> Result<Option<String>> {
-        validate_name("run", run)?;
-        let path = root.as_ref().join(run).join(".lock");
+    pub fn holder(root: impl AsRef<Path>, run: &RunName) -> Result<Option<String>> {
+        let path = layout::lock_path(root.as_ref(), run);
         let mut file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -127,26 +126,27 @@ pub fn hostname() -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
     fn holder_names_the_writer_only_while_it_holds_the_lock() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(RunLock::holder(dir.path(), "r").unwrap(), None);
-        let lock = RunLock::acquire(dir.path(), "r").unwrap();
-        let holder = RunLock::holder(dir.path(), "r").unwrap().unwrap();
+        let r = &RunName::new("r").unwrap();
+        assert_eq!(RunLock::holder(dir.path(), r).unwrap(), None);
+        let lock = RunLock::acquire(dir.path(), r).unwrap();
+        let holder = RunLock::holder(dir.path(), r).unwrap().unwrap();
         assert!(
             holder.starts_with(&format!("pid {} on host ", std::process::id())),
             "{holder}"
         );
         // The probe neither took the lock away nor changed the holder record.
         assert!(matches!(
-            RunLock::acquire(dir.path(), "r"),
+            RunLock::acquire(dir.path(), r),
             Err(StoreError::Locked { .. })
         ));
-        assert_eq!(RunLock::holder(dir.path(), "r").unwrap().unwrap(), holder);
+        assert_eq!(RunLock::holder(dir.path(), r).unwrap().unwrap(), holder);
         drop(lock);
-        assert_eq!(RunLock::holder(dir.path(), "r").unwrap(), None);
-        assert!(RunLock::holder(dir.path(), "../x").is_err());
+        assert_eq!(RunLock::holder(dir.path(), r).unwrap(), None);
     }
 }

@@ -1,6 +1,6 @@
 //! The store traits and the values that cross them.
 
-use dacapo_core::{Score, TensorMap, TrainingStats, ValidationScores};
+use dacapo_core::{RunName, Score, TensorMap, TrainingStats, ValidationScores};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -97,36 +97,44 @@ mod score_f64 {
 
 /// Where a run's checkpoints and best records live (seed: DaCapo's `WeightsStore`).
 ///
-/// Every `run`, `dataset` and `criterion` must pass [`dacapo_core::validate_name`].
-/// Methods block; implementations are safe to share between threads.
+/// Runs are [`RunName`]s (validated once, when the name is made); every `dataset` and
+/// `criterion` must pass [`dacapo_core::validate_name`]. Methods block; implementations are
+/// safe to share between threads.
 pub trait WeightsStore: Send + Sync {
     /// The newest committed checkpoint of `run`, or `None` if it has none (or does not exist).
-    fn latest_iteration(&self, run: &str) -> Result<Option<u64>>;
+    fn latest_iteration(&self, run: &RunName) -> Result<Option<u64>>;
 
     /// Stores checkpoint `iteration` of `run`; `weights.state.iteration` must equal
     /// `iteration`. Storing an existing iteration again is `Ok` if the content is
     /// byte-identical (an idempotent retry) and an error otherwise.
-    fn store_weights(&self, run: &str, iteration: u64, weights: &Weights) -> Result<()>;
+    fn store_weights(&self, run: &RunName, iteration: u64, weights: &Weights) -> Result<()>;
 
     /// Loads checkpoint `iteration` of `run`, verifying every checksum.
-    fn retrieve_weights(&self, run: &str, iteration: u64) -> Result<Weights>;
+    fn retrieve_weights(&self, run: &RunName, iteration: u64) -> Result<Weights>;
 
     /// Deletes checkpoint `iteration` of `run`; an error if it does not exist.
-    fn remove(&self, run: &str, iteration: u64) -> Result<()>;
+    fn remove(&self, run: &RunName, iteration: u64) -> Result<()>;
 
     /// Records the best checkpoint for (`record.dataset`, `record.criterion`); an error if
     /// checkpoint `record.iteration` is not committed.
-    fn store_best(&self, run: &str, record: &BestRecord) -> Result<()>;
+    fn store_best(&self, run: &RunName, record: &BestRecord) -> Result<()>;
 
     /// The best record for (`dataset`, `criterion`) of `run`; an error if none was stored.
-    fn retrieve_best(&self, run: &str, dataset: &str, criterion: &str) -> Result<BestRecord>;
+    fn retrieve_best(&self, run: &RunName, dataset: &str, criterion: &str) -> Result<BestRecord>;
+
+    /// Every stored best record of `run`, ordered by dataset, then criterion.
+    fn best_records(&self, run: &RunName) -> Result<Vec<BestRecord>>;
+
+    /// Deletes the best record for (`dataset`, `criterion`) of `run` (no error if there is
+    /// none).
+    fn remove_best(&self, run: &RunName, dataset: &str, criterion: &str) -> Result<()>;
 
     /// The committed checkpoints of `run`, ascending (cheaply verified; bad ones are skipped).
-    fn iterations(&self, run: &str) -> Result<Vec<u64>>;
+    fn iterations(&self, run: &RunName) -> Result<Vec<u64>>;
 
     /// Deletes all checkpoints except the newest `keep_last` (at least the newest one) and
     /// those a best record points to; returns the removed iterations, ascending.
-    fn apply_retention(&self, run: &str, keep_last: usize) -> Result<Vec<u64>>;
+    fn apply_retention(&self, run: &RunName, keep_last: usize) -> Result<Vec<u64>>;
 }
 
 /// Where a run's training stats and validation scores live (seed: DaCapo's `StatsStore`).
@@ -136,21 +144,28 @@ pub trait WeightsStore: Send + Sync {
 /// first: the caller's stats take priority.
 pub trait StatsStore: Send + Sync {
     /// Makes the stored training stats of `run` equal to `stats`.
-    fn store_training_stats(&self, run: &str, stats: &TrainingStats) -> Result<()>;
+    fn store_training_stats(&self, run: &RunName, stats: &TrainingStats) -> Result<()>;
 
     /// The stored training stats of `run` (empty if none were stored).
-    fn retrieve_training_stats(&self, run: &str) -> Result<TrainingStats>;
+    fn retrieve_training_stats(&self, run: &RunName) -> Result<TrainingStats>;
 
     /// Makes the stored validation scores (and their metadata) of `run` equal to `scores`.
-    fn store_validation_iteration_scores(&self, run: &str, scores: &ValidationScores)
-    -> Result<()>;
+    fn store_validation_iteration_scores(
+        &self,
+        run: &RunName,
+        scores: &ValidationScores,
+    ) -> Result<()>;
 
     /// The stored validation scores of `run` with their metadata (empty if none were stored).
-    fn retrieve_validation_iteration_scores(&self, run: &str) -> Result<ValidationScores>;
+    fn retrieve_validation_iteration_scores(&self, run: &RunName) -> Result<ValidationScores>;
 
     /// Deletes the training stats of `run` (no error if there were none).
-    fn delete_training_stats(&self, run: &str) -> Result<()>;
+    fn delete_training_stats(&self, run: &RunName) -> Result<()>;
+
+    /// Deletes the validation scores and their metadata of `run` (no error if there were
+    /// none).
+    fn delete_validation_scores(&self, run: &RunName) -> Result<()>;
 
     /// Makes everything stored for `run` so far durable (fsync).
-    fn sync(&self, run: &str) -> Result<()>;
+    fn sync(&self, run: &RunName) -> Result<()>;
 }

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{iter_scores, meta, rec, weights_sized};
-use dacapo_core::{TrainingIterationStats, ValidationScores};
+use common::{iter_scores, meta, rec, run_name, weights_sized};
+use dacapo_core::{RunName, TrainingIterationStats, ValidationScores};
 use dacapo_store::{
     BestRecord, FileStatsStore, LocalWeightsStore, RunLock, StatsStore, StoreError, Verify,
     Weights, WeightsStore,
@@ -27,7 +27,7 @@ const ROLE_ENV: &str = "DACAPO_STORE_CRASH_ROLE";
 const ROOT_ENV: &str = "DACAPO_STORE_CRASH_ROOT";
 const GEN_ENV: &str = "DACAPO_STORE_CRASH_GEN";
 const PROGRESS_ENV: &str = "DACAPO_STORE_CRASH_PROGRESS";
-const RUN: &str = "crash-run";
+static RUN: std::sync::LazyLock<RunName> = std::sync::LazyLock::new(|| run_name("crash-run"));
 /// A checkpoint every this many iterations.
 const INTERVAL: u64 = 5;
 
@@ -59,7 +59,7 @@ fn writer(root: &Path, generation: u64, progress_path: &Path) {
         .append(true)
         .open(progress_path)
         .unwrap();
-    let _lock = match RunLock::acquire(root, RUN) {
+    let _lock = match RunLock::acquire(root, &RUN) {
         Ok(l) => l,
         Err(e) => {
             progress(&mut out, &format!("LOCKED-OUT {e}"));
@@ -68,23 +68,23 @@ fn writer(root: &Path, generation: u64, progress_path: &Path) {
     };
     let ws = LocalWeightsStore::new(root);
     let ss = FileStatsStore::new(root);
-    let start = ws.latest_iteration(RUN).unwrap().unwrap_or(0);
+    let start = ws.latest_iteration(&RUN).unwrap().unwrap_or(0);
     if start > 0 {
-        let w = ws.retrieve_weights(RUN, start).unwrap();
+        let w = ws.retrieve_weights(&RUN, start).unwrap();
         assert_eq!(
             w.model,
             checkpoint(start, 0).model,
             "resumed model of {start}"
         );
     }
-    let mut stats = ss.retrieve_training_stats(RUN).unwrap();
+    let mut stats = ss.retrieve_training_stats(&RUN).unwrap();
     stats.delete_after(start);
     assert_eq!(
         stats.trained_until(),
         start,
         "stats must reach the checkpoint"
     );
-    let mut scores = ss.retrieve_validation_iteration_scores(RUN).unwrap();
+    let mut scores = ss.retrieve_validation_iteration_scores(&RUN).unwrap();
     if scores.meta != meta() {
         scores = ValidationScores::new(meta());
     }
@@ -95,24 +95,24 @@ fn writer(root: &Path, generation: u64, progress_path: &Path) {
         stats.add_iteration_stats(rec(i, generation)).unwrap();
         i += 1;
         if i.is_multiple_of(2) || i.is_multiple_of(INTERVAL) {
-            ss.store_training_stats(RUN, &stats).unwrap();
+            ss.store_training_stats(&RUN, &stats).unwrap();
             progress(&mut out, &format!("S {i}"));
         }
         if i.is_multiple_of(INTERVAL) {
-            ws.store_weights(RUN, i, &checkpoint(i, generation))
+            ws.store_weights(&RUN, i, &checkpoint(i, generation))
                 .unwrap();
             progress(&mut out, &format!("W {i}"));
             scores
                 .add_iteration_scores(iter_scores(i, score_values(i, generation)))
                 .unwrap();
-            ss.store_validation_iteration_scores(RUN, &scores).unwrap();
+            ss.store_validation_iteration_scores(&RUN, &scores).unwrap();
             progress(&mut out, &format!("V {i}"));
             if i.is_multiple_of(2 * INTERVAL) {
-                ws.store_best(RUN, &best(i)).unwrap();
+                ws.store_best(&RUN, &best(i)).unwrap();
                 progress(&mut out, &format!("B {i}"));
             }
-            ws.apply_retention(RUN, 3).unwrap();
-            ss.sync(RUN).unwrap();
+            ws.apply_retention(&RUN, 3).unwrap();
+            ss.sync(&RUN).unwrap();
         }
     }
 }
@@ -144,7 +144,7 @@ fn crash_child() {
             &progress_path,
         ),
         "hold" => {
-            let _lock = RunLock::acquire(&root, RUN).unwrap();
+            let _lock = RunLock::acquire(&root, &RUN).unwrap();
             let mut out = fs::File::create(&progress_path).unwrap();
             progress(&mut out, &format!("LOCKED {}", std::process::id()));
             std::thread::sleep(Duration::from_secs(60));
@@ -244,7 +244,7 @@ fn verify_after_kill(
 
     // Weights: the latest is committed, loads with valid checksums, never goes back, and is
     // at least every checkpoint whose store call completed.
-    let latest = ws.latest_iteration(RUN).unwrap();
+    let latest = ws.latest_iteration(&RUN).unwrap();
     let max_reported = report.weights.iter().max().copied();
     assert!(
         latest >= max_reported,
@@ -256,8 +256,8 @@ fn verify_after_kill(
         expected.latest
     );
     if let Some(l) = latest {
-        ws.verify(RUN, l, Verify::Full).unwrap();
-        let w = ws.retrieve_weights(RUN, l).unwrap();
+        ws.verify(&RUN, l, Verify::Full).unwrap();
+        let w = ws.retrieve_weights(&RUN, l).unwrap();
         let wanted = checkpoint(l, 0);
         assert_eq!(w.model, wanted.model, "{ctx}: model of checkpoint {l}");
         assert_eq!(
@@ -267,13 +267,13 @@ fn verify_after_kill(
         let g = w.state.extra["generation"].as_u64().unwrap();
         assert!(g <= generation, "{ctx}");
     }
-    for n in ws.iterations(RUN).unwrap() {
-        ws.verify(RUN, n, Verify::Full).unwrap();
+    for n in ws.iterations(&RUN).unwrap() {
+        ws.verify(&RUN, n, Verify::Full).unwrap();
     }
     expected.latest = latest;
 
     // Training stats: everything a completed store call wrote is there, exactly.
-    let disk = ss.retrieve_training_stats(RUN).unwrap();
+    let disk = ss.retrieve_training_stats(&RUN).unwrap();
     let disk = disk.iteration_stats();
     match report.start {
         // Killed before resuming: the child wrote nothing.
@@ -311,7 +311,7 @@ fn verify_after_kill(
     expected.records = disk.to_vec();
 
     // Validation scores: every reported store is there with this child's values.
-    let scores = ss.retrieve_validation_iteration_scores(RUN).unwrap();
+    let scores = ss.retrieve_validation_iteration_scores(&RUN).unwrap();
     for &n in &report.scores {
         let s = scores.scores().iter().find(|s| s.iteration == n);
         assert_eq!(
@@ -323,13 +323,13 @@ fn verify_after_kill(
 
     // Best record: at least as new as reported, pointing to a kept checkpoint.
     if let Some(b) = report.best {
-        let rec = ws.retrieve_best(RUN, "val0", "dice").unwrap();
+        let rec = ws.retrieve_best(&RUN, "val0", "dice").unwrap();
         assert!(
             rec.iteration >= b,
             "{ctx}: best {} < reported {b}",
             rec.iteration
         );
-        ws.retrieve_weights(RUN, rec.iteration).unwrap();
+        ws.retrieve_weights(&RUN, rec.iteration).unwrap();
     }
 }
 
@@ -388,21 +388,21 @@ fn sigkill_at_random_moments_loses_nothing_completed() {
     );
 
     // Reopening for writing works after the last kill, in this process.
-    let _lock = RunLock::acquire(&root, RUN).unwrap();
+    let _lock = RunLock::acquire(&root, &RUN).unwrap();
     let ws = LocalWeightsStore::new(&root);
     let ss = FileStatsStore::new(&root);
-    let latest = ws.latest_iteration(RUN).unwrap().unwrap();
-    let mut stats = ss.retrieve_training_stats(RUN).unwrap();
+    let latest = ws.latest_iteration(&RUN).unwrap().unwrap();
+    let mut stats = ss.retrieve_training_stats(&RUN).unwrap();
     stats.delete_after(latest);
     for i in latest..latest + INTERVAL {
         stats.add_iteration_stats(rec(i, 0)).unwrap();
     }
-    ss.store_training_stats(RUN, &stats).unwrap();
+    ss.store_training_stats(&RUN, &stats).unwrap();
     let next = latest + INTERVAL;
-    ws.store_weights(RUN, next, &checkpoint(next, 0)).unwrap();
-    assert_eq!(ws.latest_iteration(RUN).unwrap(), Some(next));
+    ws.store_weights(&RUN, next, &checkpoint(next, 0)).unwrap();
+    assert_eq!(ws.latest_iteration(&RUN).unwrap(), Some(next));
     assert_eq!(
-        ss.retrieve_training_stats(RUN).unwrap().trained_until(),
+        ss.retrieve_training_stats(&RUN).unwrap().trained_until(),
         next
     );
     eprintln!(
@@ -444,7 +444,7 @@ fn second_writer_is_refused_while_the_first_holds_the_lock() {
     assert_eq!(pid, holder.id().to_string());
 
     // In this process.
-    match RunLock::acquire(&root, RUN) {
+    match RunLock::acquire(&root, &RUN) {
         Err(StoreError::Locked { holder: who, path }) => {
             assert!(who.contains(&format!("pid {pid}")), "{who}");
             assert!(path.ends_with(".lock"));
@@ -470,5 +470,5 @@ fn second_writer_is_refused_while_the_first_holds_the_lock() {
     // Killing the holder releases the lock: the OS lock does not outlive its process.
     holder.kill().unwrap();
     holder.wait().unwrap();
-    let _lock = RunLock::acquire(&root, RUN).unwrap();
+    let _lock = RunLock::acquire(&root, &RUN).unwrap();
 }

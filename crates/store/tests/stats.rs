@@ -7,9 +7,9 @@ mod common;
 use std::fs;
 use std::io::Write;
 
-use common::{iter_scores, meta, rec, same_stats, stats};
+use common::{iter_scores, meta, rec, run_name, same_stats, stats};
 use dacapo_core::{
-    CoreError, TrainingIterationStats, TrainingStats, ValidationIterationScores, ValidationScores,
+    TrainingIterationStats, TrainingStats, ValidationIterationScores, ValidationScores,
 };
 use dacapo_store::{FileStatsStore, StatsStore, StoreError};
 use proptest::prelude::*;
@@ -26,12 +26,19 @@ fn lines(path: &std::path::Path) -> Vec<String> {
 fn training_stats_round_trip_and_empty_run() {
     let dir = tempfile::tempdir().unwrap();
     let s = FileStatsStore::new(dir.path());
-    assert!(s.retrieve_training_stats("r").unwrap().is_empty());
+    assert!(
+        s.retrieve_training_stats(&run_name("r"))
+            .unwrap()
+            .is_empty()
+    );
     let st = stats(0..50, 0);
-    s.store_training_stats("r", &st).unwrap();
-    assert!(same_stats(&s.retrieve_training_stats("r").unwrap(), &st));
+    s.store_training_stats(&run_name("r"), &st).unwrap();
+    assert!(same_stats(
+        &s.retrieve_training_stats(&run_name("r")).unwrap(),
+        &st
+    ));
     let path = dir.path().join("stats/training_stats/r/stats.jsonl");
-    assert_eq!(path, s.training_stats_path("r").unwrap());
+    assert_eq!(path, s.training_stats_path(&run_name("r")));
     let l = lines(&path);
     assert_eq!(l.len(), 50);
     // Each line is plain JSON that any reader understands.
@@ -44,13 +51,13 @@ fn training_stats_round_trip_and_empty_run() {
 fn store_appends_only_new_records() {
     let dir = tempfile::tempdir().unwrap();
     let s = FileStatsStore::new(dir.path());
-    let path = s.training_stats_path("r").unwrap();
+    let path = s.training_stats_path(&run_name("r"));
     let mut st = stats(0..10, 0);
-    s.store_training_stats("r", &st).unwrap();
+    s.store_training_stats(&run_name("r"), &st).unwrap();
     // An append-only store never rewrites what is stored: the old bytes are a prefix.
     let before = fs::read(&path).unwrap();
     st.add_iteration_stats(rec(10, 0)).unwrap();
-    s.store_training_stats("r", &st).unwrap();
+    s.store_training_stats(&run_name("r"), &st).unwrap();
     let after = fs::read(&path).unwrap();
     assert_eq!(&after[..before.len()], &before[..]);
     let added = std::str::from_utf8(&after[before.len()..]).unwrap();
@@ -58,7 +65,7 @@ fn store_appends_only_new_records() {
     let v: serde_json::Value = serde_json::from_str(added).unwrap();
     assert_eq!(v["iteration"], 10);
     // Storing the same stats again writes nothing.
-    s.store_training_stats("r", &st).unwrap();
+    s.store_training_stats(&run_name("r"), &st).unwrap();
     assert_eq!(fs::read(&path).unwrap(), after);
 }
 
@@ -66,20 +73,24 @@ fn store_appends_only_new_records() {
 fn diverged_or_shorter_local_stats_take_priority() {
     let dir = tempfile::tempdir().unwrap();
     let s = FileStatsStore::new(dir.path());
-    s.store_training_stats("r", &stats(0..100, 0)).unwrap();
+    s.store_training_stats(&run_name("r"), &stats(0..100, 0))
+        .unwrap();
     // Resume from checkpoint 40: the trainer cuts its stats back, then trains on differently.
-    let mut st = s.retrieve_training_stats("r").unwrap();
+    let mut st = s.retrieve_training_stats(&run_name("r")).unwrap();
     st.delete_after(40);
-    s.store_training_stats("r", &st).unwrap();
+    s.store_training_stats(&run_name("r"), &st).unwrap();
     assert!(same_stats(
-        &s.retrieve_training_stats("r").unwrap(),
+        &s.retrieve_training_stats(&run_name("r")).unwrap(),
         &stats(0..40, 0)
     ));
     for i in 40..60 {
         st.add_iteration_stats(rec(i, 1)).unwrap();
     }
-    s.store_training_stats("r", &st).unwrap();
-    assert!(same_stats(&s.retrieve_training_stats("r").unwrap(), &st));
+    s.store_training_stats(&run_name("r"), &st).unwrap();
+    assert!(same_stats(
+        &s.retrieve_training_stats(&run_name("r")).unwrap(),
+        &st
+    ));
     // Diverged in place (same length, other values from 50 on), seen by a fresh store.
     let mut other = stats(0..40, 0);
     for i in 40..50 {
@@ -89,26 +100,35 @@ fn diverged_or_shorter_local_stats_take_priority() {
         other.add_iteration_stats(rec(i, 2)).unwrap();
     }
     let s2 = FileStatsStore::new(dir.path());
-    s2.store_training_stats("r", &other).unwrap();
+    s2.store_training_stats(&run_name("r"), &other).unwrap();
     assert!(same_stats(
-        &s2.retrieve_training_stats("r").unwrap(),
+        &s2.retrieve_training_stats(&run_name("r")).unwrap(),
         &other
     ));
     // Stats starting elsewhere (after delete_training_stats on another store) replace all.
     let late = stats(500..505, 3);
-    s.store_training_stats("r", &late).unwrap();
-    assert!(same_stats(&s.retrieve_training_stats("r").unwrap(), &late));
+    s.store_training_stats(&run_name("r"), &late).unwrap();
+    assert!(same_stats(
+        &s.retrieve_training_stats(&run_name("r")).unwrap(),
+        &late
+    ));
     // Empty local stats empty the file.
-    s.store_training_stats("r", &TrainingStats::new()).unwrap();
-    assert!(s.retrieve_training_stats("r").unwrap().is_empty());
+    s.store_training_stats(&run_name("r"), &TrainingStats::new())
+        .unwrap();
+    assert!(
+        s.retrieve_training_stats(&run_name("r"))
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
 fn torn_last_line_is_ignored_then_cut_off() {
     let dir = tempfile::tempdir().unwrap();
     let s = FileStatsStore::new(dir.path());
-    let path = s.training_stats_path("r").unwrap();
-    s.store_training_stats("r", &stats(0..5, 0)).unwrap();
+    let path = s.training_stats_path(&run_name("r"));
+    s.store_training_stats(&run_name("r"), &stats(0..5, 0))
+        .unwrap();
     fs::OpenOptions::new()
         .append(true)
         .open(&path)
@@ -116,21 +136,23 @@ fn torn_last_line_is_ignored_then_cut_off() {
         .write_all(b"{\"iteration\":5,\"lo")
         .unwrap();
     assert!(same_stats(
-        &s.retrieve_training_stats("r").unwrap(),
+        &s.retrieve_training_stats(&run_name("r")).unwrap(),
         &stats(0..5, 0)
     ));
     // A new writer (after a crash) cuts the torn line and continues.
     let s2 = FileStatsStore::new(dir.path());
-    s2.store_training_stats("r", &stats(0..7, 0)).unwrap();
+    s2.store_training_stats(&run_name("r"), &stats(0..7, 0))
+        .unwrap();
     assert!(same_stats(
-        &s2.retrieve_training_stats("r").unwrap(),
+        &s2.retrieve_training_stats(&run_name("r")).unwrap(),
         &stats(0..7, 0)
     ));
     assert_eq!(lines(&path).len(), 7);
     // The first writer notices the file changed under it and re-reads it.
-    s.store_training_stats("r", &stats(0..8, 0)).unwrap();
+    s.store_training_stats(&run_name("r"), &stats(0..8, 0))
+        .unwrap();
     assert!(same_stats(
-        &s.retrieve_training_stats("r").unwrap(),
+        &s.retrieve_training_stats(&run_name("r")).unwrap(),
         &stats(0..8, 0)
     ));
 }
@@ -139,15 +161,16 @@ fn torn_last_line_is_ignored_then_cut_off() {
 fn bad_line_in_the_middle_is_a_corruption_error() {
     let dir = tempfile::tempdir().unwrap();
     let s = FileStatsStore::new(dir.path());
-    let path = s.training_stats_path("r").unwrap();
-    s.store_training_stats("r", &stats(0..5, 0)).unwrap();
+    let path = s.training_stats_path(&run_name("r"));
+    s.store_training_stats(&run_name("r"), &stats(0..5, 0))
+        .unwrap();
     let mut l = lines(&path);
     l[2] = "{\"iteration\":2,\"loss\":oops}".into();
     fs::write(&path, l.join("\n") + "\n").unwrap();
     for err in [
-        s.retrieve_training_stats("r").unwrap_err(),
+        s.retrieve_training_stats(&run_name("r")).unwrap_err(),
         FileStatsStore::new(dir.path())
-            .store_training_stats("r", &stats(0..6, 0))
+            .store_training_stats(&run_name("r"), &stats(0..6, 0))
             .unwrap_err(),
     ] {
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
@@ -161,7 +184,7 @@ fn bad_line_in_the_middle_is_a_corruption_error() {
     let mut l = lines(&path);
     l[2] = serde_json::to_string(&rec(7, 0)).unwrap();
     fs::write(&path, l.join("\n") + "\n").unwrap();
-    let err = s.retrieve_training_stats("r").unwrap_err();
+    let err = s.retrieve_training_stats(&run_name("r")).unwrap_err();
     assert!(err.to_string().contains("line 3"), "{err}");
 }
 
@@ -169,18 +192,24 @@ fn bad_line_in_the_middle_is_a_corruption_error() {
 fn delete_training_stats() {
     let dir = tempfile::tempdir().unwrap();
     let s = FileStatsStore::new(dir.path());
-    s.delete_training_stats("r").unwrap();
-    s.store_training_stats("r", &stats(0..5, 0)).unwrap();
-    s.delete_training_stats("r").unwrap();
-    assert!(s.retrieve_training_stats("r").unwrap().is_empty());
-    assert!(!s.training_stats_path("r").unwrap().exists());
+    s.delete_training_stats(&run_name("r")).unwrap();
+    s.store_training_stats(&run_name("r"), &stats(0..5, 0))
+        .unwrap();
+    s.delete_training_stats(&run_name("r")).unwrap();
+    assert!(
+        s.retrieve_training_stats(&run_name("r"))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!s.training_stats_path(&run_name("r")).exists());
     // Storing again after the delete starts a fresh file.
-    s.store_training_stats("r", &stats(3..6, 0)).unwrap();
+    s.store_training_stats(&run_name("r"), &stats(3..6, 0))
+        .unwrap();
     assert!(same_stats(
-        &s.retrieve_training_stats("r").unwrap(),
+        &s.retrieve_training_stats(&run_name("r")).unwrap(),
         &stats(3..6, 0)
     ));
-    s.sync("r").unwrap();
+    s.sync(&run_name("r")).unwrap();
 }
 
 fn sample_scores() -> ValidationScores {
@@ -199,11 +228,16 @@ fn sample_scores() -> ValidationScores {
 fn validation_scores_round_trip_with_nan_and_meta() {
     let dir = tempfile::tempdir().unwrap();
     let s = FileStatsStore::new(dir.path());
-    let empty = s.retrieve_validation_iteration_scores("r").unwrap();
+    let empty = s
+        .retrieve_validation_iteration_scores(&run_name("r"))
+        .unwrap();
     assert!(empty.scores().is_empty());
     let v = sample_scores();
-    s.store_validation_iteration_scores("r", &v).unwrap();
-    let back = s.retrieve_validation_iteration_scores("r").unwrap();
+    s.store_validation_iteration_scores(&run_name("r"), &v)
+        .unwrap();
+    let back = s
+        .retrieve_validation_iteration_scores(&run_name("r"))
+        .unwrap();
     assert_eq!(back, v);
     assert!(
         back.scores()[0]
@@ -211,7 +245,7 @@ fn validation_scores_round_trip_with_nan_and_meta() {
             .unwrap()
             .is_nan()
     );
-    let vdir = s.validation_scores_dir("r").unwrap();
+    let vdir = s.validation_scores_dir(&run_name("r"));
     assert_eq!(vdir, dir.path().join("stats/validation_scores/r"));
     assert_eq!(lines(&vdir.join("scores.jsonl")).len(), 2);
     // Resume from checkpoint 100 keeps validations <= 100, then validates 150.
@@ -220,9 +254,11 @@ fn validation_scores_round_trip_with_nan_and_meta() {
     resumed
         .add_iteration_scores(iter_scores(150, [[0.7, 1.0], [0.8, 0.5]]))
         .unwrap();
-    s.store_validation_iteration_scores("r", &resumed).unwrap();
+    s.store_validation_iteration_scores(&run_name("r"), &resumed)
+        .unwrap();
     assert_eq!(
-        s.retrieve_validation_iteration_scores("r").unwrap(),
+        s.retrieve_validation_iteration_scores(&run_name("r"))
+            .unwrap(),
         resumed
     );
     // A metadata change rewrites everything under the new metadata.
@@ -232,16 +268,20 @@ fn validation_scores_round_trip_with_nan_and_meta() {
     changed
         .add_iteration_scores(iter_scores(100, [[0.1, 0.2], [0.3, 0.4]]))
         .unwrap();
-    s.store_validation_iteration_scores("r", &changed).unwrap();
+    s.store_validation_iteration_scores(&run_name("r"), &changed)
+        .unwrap();
     assert_eq!(
-        s.retrieve_validation_iteration_scores("r").unwrap(),
+        s.retrieve_validation_iteration_scores(&run_name("r"))
+            .unwrap(),
         changed
     );
     // Scores without metadata cannot be read.
     fs::remove_file(vdir.join("meta.json")).unwrap();
-    let err = s.retrieve_validation_iteration_scores("r").unwrap_err();
+    let err = s
+        .retrieve_validation_iteration_scores(&run_name("r"))
+        .unwrap_err();
     assert!(err.to_string().contains("meta.json"), "{err}");
-    s.sync("r").unwrap();
+    s.sync(&run_name("r")).unwrap();
 }
 
 #[test]
@@ -253,29 +293,37 @@ fn validation_scores_inserted_in_the_middle_are_stored() {
         v.add_iteration_scores(iter_scores(it, [[0.5; 2]; 2]))
             .unwrap();
     }
-    s.store_validation_iteration_scores("r", &v).unwrap();
+    s.store_validation_iteration_scores(&run_name("r"), &v)
+        .unwrap();
     v.add_iteration_scores(iter_scores(200, [[0.7; 2]; 2]))
         .unwrap();
     v.add_iteration_scores(iter_scores(400, [[0.9; 2]; 2]))
         .unwrap();
-    s.store_validation_iteration_scores("r", &v).unwrap();
-    assert_eq!(s.retrieve_validation_iteration_scores("r").unwrap(), v);
+    s.store_validation_iteration_scores(&run_name("r"), &v)
+        .unwrap();
+    assert_eq!(
+        s.retrieve_validation_iteration_scores(&run_name("r"))
+            .unwrap(),
+        v
+    );
 }
 
 #[test]
 fn corrupt_validation_files() {
     let dir = tempfile::tempdir().unwrap();
     let s = FileStatsStore::new(dir.path());
-    s.store_validation_iteration_scores("r", &sample_scores())
+    s.store_validation_iteration_scores(&run_name("r"), &sample_scores())
         .unwrap();
-    let vdir = s.validation_scores_dir("r").unwrap();
+    let vdir = s.validation_scores_dir(&run_name("r"));
     fs::write(vdir.join("meta.json"), b"{\"parameters\": [").unwrap();
-    let err = s.retrieve_validation_iteration_scores("r").unwrap_err();
+    let err = s
+        .retrieve_validation_iteration_scores(&run_name("r"))
+        .unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("meta.json"), "{err}");
     // A score naming a dataset the metadata lacks.
     let s2 = FileStatsStore::new(dir.path());
-    s2.store_validation_iteration_scores("r", &sample_scores())
+    s2.store_validation_iteration_scores(&run_name("r"), &sample_scores())
         .unwrap();
     let mut bad = iter_scores(300, [[0.0; 2]; 2]);
     let table = bad.scores.remove("val0").unwrap();
@@ -285,33 +333,13 @@ fn corrupt_validation_files() {
         .open(vdir.join("scores.jsonl"))
         .unwrap();
     writeln!(f, "{}", serde_json::to_string(&bad).unwrap()).unwrap();
-    let err = s.retrieve_validation_iteration_scores("r").unwrap_err();
+    let err = s
+        .retrieve_validation_iteration_scores(&run_name("r"))
+        .unwrap_err();
     assert!(
         err.to_string().contains("scores.jsonl") && err.to_string().contains("record 3"),
         "{err}"
     );
-}
-
-#[test]
-fn invalid_run_names_are_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = FileStatsStore::new(dir.path());
-    for bad in ["../x", "/abs", ".", ""] {
-        let is_name_err = |r: Result<(), StoreError>| {
-            matches!(r, Err(StoreError::Core(CoreError::InvalidName { .. })))
-        };
-        assert!(is_name_err(s.store_training_stats(bad, &stats(0..1, 0))));
-        assert!(is_name_err(s.retrieve_training_stats(bad).map(|_| ())));
-        assert!(is_name_err(
-            s.store_validation_iteration_scores(bad, &sample_scores())
-        ));
-        assert!(is_name_err(
-            s.retrieve_validation_iteration_scores(bad).map(|_| ())
-        ));
-        assert!(is_name_err(s.delete_training_stats(bad)));
-        assert!(is_name_err(s.sync(bad)));
-    }
-    assert!(!dir.path().join("stats").exists());
 }
 
 /// One step of a store/delete_after/store sequence.
@@ -362,8 +390,8 @@ proptest! {
                 }
                 Op::DeleteBack(k) => mem.delete_after(mem.trained_until().saturating_sub(k)),
                 Op::Store => {
-                    s.store_training_stats("r", &mem).unwrap();
-                    let back = s.retrieve_training_stats("r").unwrap();
+                    s.store_training_stats(&run_name("r"), &mem).unwrap();
+                    let back = s.retrieve_training_stats(&run_name("r")).unwrap();
                     prop_assert!(same_stats(&back, &mem), "stored {:?}\nread {:?}", mem, back);
                 }
                 Op::Reopen => s = FileStatsStore::new(dir.path()),
@@ -391,8 +419,8 @@ proptest! {
                     next = mem.validated_until();
                 }
                 Op::Store => {
-                    s.store_validation_iteration_scores("r", &mem).unwrap();
-                    let back = s.retrieve_validation_iteration_scores("r").unwrap();
+                    s.store_validation_iteration_scores(&run_name("r"), &mem).unwrap();
+                    let back = s.retrieve_validation_iteration_scores(&run_name("r")).unwrap();
                     prop_assert_eq!(&back, &mem);
                     let bits = |v: &ValidationScores| -> Vec<u64> {
                         v.scores().iter().flat_map(|s: &ValidationIterationScores| {

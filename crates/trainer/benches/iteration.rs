@@ -42,14 +42,10 @@ fn quickstart(dir: &Path, iterations: u64) -> RunConfig {
 /// Median seconds of whole trainer iterations, from the run's stored per-iteration times.
 fn trainer_iterations(config: &RunConfig) -> f64 {
     let stores = Stores::local(config);
-    let options = TrainOptions {
-        progress: false,
-        ..TrainOptions::default()
-    };
-    train(config, &stores, &options, &mut NoValidation).unwrap();
+    train(config, &stores, &TrainOptions::default(), &mut NoValidation).unwrap();
     let stats = stores
         .stats
-        .retrieve_training_stats(config.run.name.as_str())
+        .retrieve_training_stats(&config.run.name)
         .unwrap();
     median(
         stats.iteration_stats()[WARMUP..]

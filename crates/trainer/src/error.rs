@@ -1,7 +1,5 @@
 //! The error type of dacapo-trainer.
 
-use std::path::PathBuf;
-
 /// Everything that can stop a training run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainerError {
@@ -12,30 +10,24 @@ pub enum TrainerError {
     #[error(transparent)]
     Store(#[from] dacapo_store::StoreError),
     /// The background store writer failed; the run stopped so nothing is lost silently.
-    #[error("writing to the stores failed: {0}")]
-    StoreWrite(String),
+    #[error("writing to the stores failed: {source}")]
+    StoreWrite {
+        /// The store's error (shared: every later call reports the same failure).
+        source: std::sync::Arc<dacapo_store::StoreError>,
+    },
+    /// The background store writer stopped without an error (it panicked).
+    #[error(
+        "the store writer thread stopped unexpectedly; the last committed checkpoint is intact"
+    )]
+    WriterStopped,
     /// The stores, device or model of the run could not be set up.
     #[error(transparent)]
     Runtime(#[from] dacapo_runtime::RuntimeError),
-    /// The frozen config of an existing run differs from the given one.
-    #[error(
-        "run `{run}` already exists with a different config ({frozen}); training it with the new \
-         config would not resume exactly. Use another run name, or pass --force-config to \
-         continue with the new config (differences: {differences})"
-    )]
-    ConfigChanged {
-        /// The run.
-        run: String,
-        /// The frozen config file.
-        frozen: PathBuf,
-        /// The keys that differ.
-        differences: String,
-    },
     /// A checkpoint that cannot be resumed from.
     #[error("cannot resume run `{run}` from checkpoint {iteration}: {reason}")]
     Resume {
         /// The run.
-        run: String,
+        run: dacapo_core::RunName,
         /// The checkpoint.
         iteration: u64,
         /// What is wrong and what to do.
@@ -49,13 +41,13 @@ pub enum TrainerError {
     Model(#[from] dacapo_models::ModelError),
     /// Validation of a committed checkpoint failed.
     #[error(
-        "validation of checkpoint {iteration} failed (the checkpoint itself is committed): {message}"
+        "validation of checkpoint {iteration} failed (the checkpoint itself is committed): {source}"
     )]
     Validation {
         /// The validated checkpoint.
         iteration: u64,
         /// The validator's error.
-        message: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The loss became NaN or infinite.
     #[error(
@@ -69,17 +61,23 @@ pub enum TrainerError {
         loss: f64,
     },
     /// A thread could not be started.
-    #[error("cannot start a thread: {0}")]
-    Thread(String),
-    /// The TensorBoard event file could not be created.
-    #[error("TensorBoard logging: {0}")]
-    Logging(String),
-    /// Writing the frozen run config failed.
-    #[error("cannot write {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        /// What the thread does.
+        name: &'static str,
+        /// Why the OS refused.
+        #[source]
         source: std::io::Error,
+    },
+    /// The TensorBoard event file could not be created or written.
+    #[error(
+        "TensorBoard logging in {dir}: {source}; set `[logging] dir` to a writable directory or `tensorboard = false`"
+    )]
+    Logging {
+        /// The event directory.
+        dir: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        source: dacapo_tensorboard::TensorboardError,
     },
 }

@@ -15,5 +15,5 @@ pub mod train;
 pub mod writer;
 
 pub use error::TrainerError;
-pub use train::{TrainOptions, TrainSummary, frozen_config_path, train};
+pub use train::{TrainOptions, TrainSummary, train};
 pub use writer::StoreWriter;

@@ -78,21 +78,24 @@ impl TensorboardLog {
         stats: &TrainingStats,
     ) -> Result<Self, TrainerError> {
         let host = dacapo_store::lock::hostname();
-        let mut writer = EventWriter::create(dir, &host).map_err(|e| {
-            TrainerError::Logging(format!(
-                "{e}; set `[logging] dir` to a writable directory or `tensorboard = false`"
-            ))
-        })?;
+        let logging = |source| TrainerError::Logging {
+            dir: dir.to_owned(),
+            source,
+        };
+        let mut writer = EventWriter::create(dir, &host).map_err(logging)?;
         let checkpoint = format!("checkpoint {resumed_from}");
         writer
             .session_start(step_i64(resumed_from), wall_time_now(), &checkpoint)
             .and_then(|()| writer.flush())
-            .map_err(|e| TrainerError::Logging(e.to_string()))?;
+            .map_err(logging)?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("dacapo-tensorboard".into())
             .spawn(move || writer_loop(writer, rx))
-            .map_err(|e| TrainerError::Thread(e.to_string()))?;
+            .map_err(|source| TrainerError::Thread {
+                name: "TensorBoard writer",
+                source,
+            })?;
         let stride = stride.max(1);
         let keep = usize::try_from(stride).unwrap_or(usize::MAX);
         let records = stats.iteration_stats();

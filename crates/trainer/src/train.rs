@@ -1,24 +1,30 @@
 //! The training loop: config → stores → lock → resume → steps → checkpoints → validation.
+//!
+//! [`train`] is a list of named steps: [`Setup::new`] checks the network and data (and that
+//! they fit in memory) before anything is allocated, [`resume`] loads the newest loadable
+//! checkpoint, [`resumed_stats`] and [`resumed_scores`] cut the stored stats and scores back
+//! to it, and [`Loop::run`] trains, checkpoints and validates to `run.train_until`.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use burn::tensor::Device;
 use dacapo_core::config::{ArchitectureConfig, Backend, RunConfig};
-use dacapo_core::{TrainingIterationStats, ValidationScores};
+use dacapo_core::{
+    RunName, TrainingIterationStats, TrainingStats, ValidationMeta, ValidationScores,
+};
 use dacapo_data::{BatchSampler, Dataset, OpenOptions, Prefetch, SamplerSpec};
-use dacapo_models::{Task, TrainStep, adam_config};
-use dacapo_runtime::{Stores, Validate, backend, unet_config};
-use dacapo_store::{RunLock, TrainState, Weights, WeightsStore};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use dacapo_models::{Task, TrainStep, UNetConfig, adam_config};
+use dacapo_runtime::memory::{self, Pass};
+use dacapo_runtime::{
+    NoProgress, Progress, Stores, Validate, ValidationReport, backend, unet_config,
+};
+use dacapo_store::{RunLock, StatsStore, TrainState, Weights, WeightsStore};
 
 use crate::error::TrainerError;
 use crate::tensorboard::TensorboardLog;
 use crate::writer::StoreWriter;
-
-/// Name of the frozen config file in a run's directory.
-pub const FROZEN_CONFIG: &str = "run.toml";
 
 /// How often queued training stats are handed to the store writer.
 const STATS_FLUSH: Duration = Duration::from_secs(1);
@@ -32,8 +38,8 @@ pub struct TrainOptions {
     pub force_config: bool,
     /// Set (e.g. by a signal handler) to stop after the current step with a checkpoint.
     pub stop: Arc<AtomicBool>,
-    /// Show progress bars on a terminal.
-    pub progress: bool,
+    /// Where progress is reported (default: nowhere).
+    pub progress: Arc<dyn Progress>,
 }
 
 impl Default for TrainOptions {
@@ -42,7 +48,7 @@ impl Default for TrainOptions {
             backend: None,
             force_config: false,
             stop: Arc::new(AtomicBool::new(false)),
-            progress: true,
+            progress: Arc::new(NoProgress),
         }
     }
 }
@@ -60,11 +66,6 @@ pub struct TrainSummary {
     pub last_loss: Option<f64>,
 }
 
-/// Path of the frozen config of `run` under `root`.
-pub fn frozen_config_path(root: &Path, run: &str) -> PathBuf {
-    root.join(run).join(FROZEN_CONFIG)
-}
-
 /// Trains `config` to `run.train_until`, resuming from the latest checkpoint.
 pub fn train(
     config: &RunConfig,
@@ -72,233 +73,183 @@ pub fn train(
     options: &TrainOptions,
     validator: &mut dyn Validate,
 ) -> Result<TrainSummary, TrainerError> {
-    let run = config.run.name.as_str().to_owned();
+    let run = &config.run.name;
     let backend_kind = options.backend.unwrap_or(config.run.backend);
     backend::set_cpu_threads(config.run.threads);
     let device = backend::device(backend_kind)?;
-
-    let _lock = RunLock::acquire(&stores.root, &run)?;
-    freeze_config(config, &stores.root, options.force_config)?;
-    let config_hash = config.trajectory_hash();
-
-    let ArchitectureConfig::Unet(arch) = &config.architecture;
-    let task = Task::new(&config.task, arch.dims)?;
-    let net = unet_config(config, &task);
-    let input_shape = net.valid_input_shape(&arch.input_shape)?;
-    if input_shape != arch.input_shape {
-        tracing::warn!(
-            "architecture.input_shape {:?} is not valid for this network; using {:?}",
-            arch.input_shape,
-            input_shape
-        );
-    }
-    let output_shape = net.output_shape(&input_shape)?;
-    // Only the training datasets: the validator opens the validation ones itself.
-    if let Some(synthetic) = &config.datasplit.synthetic {
-        dacapo_data::ensure_synthetic(synthetic)?;
-    }
-    let train_datasets = config
-        .datasplit
-        .train
-        .iter()
-        .map(|d| Dataset::open(d, arch.dims, &OpenOptions::default()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let spec = SamplerSpec::from_trainer(
-        &config.trainer,
-        config.run.seed,
-        input_shape.clone(),
-        output_shape.clone(),
-    );
-    let sampler = BatchSampler::new(train_datasets, spec)?;
-
-    let model = net.init(config.run.seed, &device)?;
-    let mut step = TrainStep::new(
-        model,
-        task.clone(),
-        &adam_config(config.trainer.weight_decay),
-        config.trainer.learning_rate,
-    );
-
-    // Resume from the newest checkpoint that loads and verifies.
-    let resumed_from = match latest_loadable(&*stores.weights, &run)? {
-        Some(w) => {
-            let n = w.state.iteration;
-            if w.state.config_hash != config_hash && !options.force_config {
-                return Err(TrainerError::Resume {
-                    run,
-                    iteration: n,
-                    reason: format!(
-                        "it was trained with config hash {} but the config now hashes to {}; \
-                         pass --force-config to continue anyway",
-                        w.state.config_hash, config_hash
-                    ),
-                });
-            }
-            step.load_tensors(&w.model, &w.optimizer)?;
-            tracing::info!("resuming run `{run}` from checkpoint {n}");
-            n
-        }
-        None => 0,
-    };
-    let mut stats = stores.stats.retrieve_training_stats(&run)?;
-    stats.delete_after(resumed_from);
-    if !stats.is_empty() && stats.trained_until() < resumed_from {
-        // Stats are made durable before each checkpoint commits, so only an outside change
-        // gets here; replacing them would lose what is stored.
-        return Err(TrainerError::Resume {
-            run,
-            iteration: resumed_from,
-            reason: format!(
-                "its training stats end at iteration {}, before the checkpoint; restore the \
-                 stats file or delete the run's training stats to continue without them",
-                stats.trained_until()
-            ),
-        });
-    }
-    let mut scores = stores.stats.retrieve_validation_iteration_scores(&run)?;
-    // Validations of checkpoints up to the resumed one stay (DESIGN: keep `<= N`).
-    scores.delete_after(resumed_from + 1);
-    let meta = validator.meta();
-    if scores.meta != meta {
-        let kept = scores.scores().to_vec();
-        scores = ValidationScores::new(meta);
-        for s in kept {
-            // Scores of an older validation setup are kept only if they still fit.
-            if let Err(e) = scores.add_iteration_scores(s) {
-                tracing::warn!("dropping stored validation scores that no longer fit: {e}");
-            }
-        }
-    }
-
-    let multi = MultiProgress::with_draw_target(if options.progress {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
-    let bar = multi.add(ProgressBar::new(config.run.train_until));
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} it  {msg}  {per_sec}  ETA {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(run.clone());
-    bar.set_position(resumed_from);
-
+    let _lock = RunLock::acquire(&stores.root, run)?;
+    dacapo_runtime::frozen::freeze(config, &stores.root, options.force_config)?;
+    let setup = Setup::new(config, backend_kind)?;
+    let mut step = setup.train_step(config, &device)?;
+    let resumed_from = resume(&*stores.weights, config, options.force_config, &mut step)?;
+    let stats = resumed_stats(&*stores.stats, run, resumed_from)?;
+    let scores = resumed_scores(&*stores.stats, run, resumed_from, validator.meta())?;
     let tensorboard = if config.logging.tensorboard {
-        let dir = config.logging.run_dir(&stores.root, &run);
+        let dir = config.logging.run_dir(&stores.root, run.as_str());
         let stride = config.logging.stride;
         Some(TensorboardLog::start(&dir, stride, resumed_from, &stats)?)
     } else {
         None
     };
-    let mut writer = StoreWriter::start(
+    let writer = StoreWriter::start(
         run.clone(),
         Arc::clone(&stores.weights),
         Arc::clone(&stores.stats),
         stats,
     )?;
-    let mut ctx = Ctx {
-        run: &run,
-        config,
-        stores,
-        config_hash: &config_hash,
-        backend: backend_kind,
-        validator,
-        scores,
-        multi: &multi,
-        tensorboard,
-    };
-
-    // A resumed interval checkpoint that was never validated (killed during validation) is
-    // validated now; checkpoints written on a stop request are off the schedule and are not.
-    let on_schedule = resumed_from % config.run.validation_interval == 0
-        || resumed_from == config.run.train_until;
-    if resumed_from > 0 && on_schedule && ctx.scores.validated_until() <= resumed_from {
-        ctx.validate_and_record(resumed_from, &step, &mut writer)?;
-    } else if !ctx.scores.scores().is_empty() {
-        // Best records lag the stored scores if the last trainer died between the two.
-        ctx.update_best()?;
-        // The restart marker made TensorBoard forget the resumed checkpoint's validation.
-        ctx.log_validation(resumed_from);
-    }
-
-    let mut last_checkpoint = resumed_from;
-    let mut last_loss = None;
-    let mut pending: Vec<TrainingIterationStats> = Vec::new();
-    let mut last_flush = Instant::now();
-    let mut stopped = false;
-    let mut i = resumed_from;
-    let mut batches = prefetch_batches(
-        sampler,
-        task.clone(),
+    let batches = prefetch_batches(
+        setup.sampler,
+        setup.task,
         resumed_from..config.run.train_until,
         config.trainer.prefetch,
     );
-    while i < config.run.train_until {
-        if options.stop.load(Ordering::SeqCst) {
-            stopped = true;
-            break;
+    let training = Loop {
+        run,
+        config,
+        stores,
+        config_hash: config.trajectory_hash(),
+        backend: backend_kind,
+        validator,
+        scores,
+        progress: &*options.progress,
+        writer,
+        tensorboard,
+    };
+    options
+        .progress
+        .training(run.as_str(), resumed_from, config.run.train_until);
+    let summary = training.run(&mut step, batches, resumed_from, &options.stop);
+    options
+        .progress
+        .finished(summary.as_ref().map_or(resumed_from, |s| s.last_checkpoint));
+    summary
+}
+
+/// The network and the training data of a run, checked before anything is allocated.
+struct Setup {
+    task: Task,
+    net: UNetConfig,
+    sampler: BatchSampler,
+}
+
+impl Setup {
+    /// Checks the network's input shape and memory needs, then opens the training data.
+    fn new(config: &RunConfig, backend: Backend) -> Result<Self, TrainerError> {
+        let ArchitectureConfig::Unet(arch) = &config.architecture;
+        let task = Task::new(&config.task, arch.dims)?;
+        let net = unet_config(config, &task);
+        let input_shape = net.valid_input_shape(&arch.input_shape)?;
+        if input_shape != arch.input_shape {
+            tracing::warn!(
+                "architecture.input_shape {:?} is not valid for this network; using {:?}",
+                arch.input_shape,
+                input_shape
+            );
         }
-        let t0 = Instant::now();
-        let Some(prepared) = batches.next_item() else {
-            break;
-        };
-        let (raw, target, weight) = prepared?;
-        let loss = match step.step(&raw, &target, &weight) {
-            Ok(loss) => loss,
-            Err(dacapo_models::ModelError::NonFiniteLoss(loss)) => {
-                writer.stats(std::mem::take(&mut pending))?;
-                writer.finish()?;
-                return Err(TrainerError::NonFiniteLoss { iteration: i, loss });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let record = TrainingIterationStats {
-            iteration: i,
-            loss,
-            time: t0.elapsed().as_secs_f64(),
-        };
-        if let Some(tb) = &mut ctx.tensorboard {
-            tb.step(&record, step.learning_rate());
+        let output_shape = net.output_shape(&input_shape)?;
+        if matches!(backend, Backend::Flex) {
+            let batch = config.trainer.batch_size;
+            memory::check(
+                memory::estimate(&net, &input_shape, batch, Pass::Training),
+                &format!("training batches of {batch} × {input_shape:?}"),
+            )?;
         }
-        pending.push(record);
-        last_loss = Some(loss);
-        i += 1;
-        bar.set_position(i);
-        bar.set_message(format!("loss {loss:.4e}"));
-        let at_checkpoint = i % config.run.validation_interval == 0 || i == config.run.train_until;
-        if at_checkpoint || last_flush.elapsed() >= STATS_FLUSH {
-            writer.stats(std::mem::take(&mut pending))?;
-            if let Some(tb) = &mut ctx.tensorboard {
-                tb.flush();
-            }
-            last_flush = Instant::now();
+        // Only the training datasets: the validator opens the validation ones itself.
+        if let Some(synthetic) = &config.datasplit.synthetic {
+            dacapo_data::ensure_synthetic(synthetic)?;
         }
-        if at_checkpoint {
-            ctx.checkpoint(i, &step, &mut writer)?;
-            last_checkpoint = i;
-            ctx.validate_and_record(i, &step, &mut writer)?;
-        }
+        let datasets = config
+            .datasplit
+            .train
+            .iter()
+            .map(|d| Dataset::open(d, arch.dims, &OpenOptions::default()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let spec =
+            SamplerSpec::from_trainer(&config.trainer, config.run.seed, input_shape, output_shape);
+        Ok(Self {
+            sampler: BatchSampler::new(datasets, spec)?,
+            task,
+            net,
+        })
     }
-    writer.stats(std::mem::take(&mut pending))?;
-    if stopped && i > last_checkpoint {
-        tracing::info!("stopping: writing checkpoint {i}");
-        ctx.checkpoint(i, &step, &mut writer)?;
-        writer.wait_checkpoint()?;
-        last_checkpoint = i;
+
+    /// The network initialised from `run.seed` on `device`, with its optimizer.
+    fn train_step(&self, config: &RunConfig, device: &Device) -> Result<TrainStep, TrainerError> {
+        let model = self.net.init(config.run.seed, device)?;
+        Ok(TrainStep::new(
+            model,
+            self.task.clone(),
+            &adam_config(config.trainer.weight_decay),
+            config.trainer.learning_rate,
+        ))
     }
-    writer.finish()?;
-    // Writes what is queued, syncs and ends the event file.
-    drop(ctx.tensorboard.take());
-    bar.finish_and_clear();
-    Ok(TrainSummary {
-        resumed_from,
-        last_checkpoint,
-        stopped,
-        last_loss,
-    })
+}
+
+/// Loads the newest checkpoint that loads and verifies into `step`; returns its iteration
+/// (0 for a new run). A checkpoint trained with another config is refused unless `force`.
+fn resume(
+    weights: &dyn WeightsStore,
+    config: &RunConfig,
+    force: bool,
+    step: &mut TrainStep,
+) -> Result<u64, TrainerError> {
+    let run = &config.run.name;
+    let Some(w) = latest_loadable(weights, run)? else {
+        return Ok(0);
+    };
+    let n = w.state.iteration;
+    let config_hash = config.trajectory_hash();
+    if w.state.config_hash != config_hash && !force {
+        return Err(TrainerError::Resume {
+            run: run.clone(),
+            iteration: n,
+            reason: format!(
+                "it was trained with config hash {} but the config now hashes to {}; pass \
+                 --force-config to continue anyway",
+                w.state.config_hash, config_hash
+            ),
+        });
+    }
+    step.load_tensors(&w.model, &w.optimizer)?;
+    tracing::info!("resuming run `{run}` from checkpoint {n}");
+    Ok(n)
+}
+
+/// The stored training stats of `run`, cut back to the resumed checkpoint.
+fn resumed_stats(
+    stats: &dyn StatsStore,
+    run: &RunName,
+    resumed_from: u64,
+) -> Result<TrainingStats, TrainerError> {
+    let mut stored = stats.retrieve_training_stats(run)?;
+    stored.delete_after(resumed_from);
+    if !stored.is_empty() && stored.trained_until() < resumed_from {
+        // Stats are made durable before each checkpoint commits, so only an outside change
+        // gets here; replacing them would lose what is stored.
+        return Err(TrainerError::Resume {
+            run: run.clone(),
+            iteration: resumed_from,
+            reason: format!(
+                "its training stats end at iteration {}, before the checkpoint; restore the \
+                 stats file or delete the run's training stats to continue without them",
+                stored.trained_until()
+            ),
+        });
+    }
+    Ok(stored)
+}
+
+/// The stored validation scores of `run` up to the resumed checkpoint (DESIGN: keep `<= N`),
+/// in the validator's metadata.
+fn resumed_scores(
+    stats: &dyn StatsStore,
+    run: &RunName,
+    resumed_from: u64,
+    meta: ValidationMeta,
+) -> Result<ValidationScores, TrainerError> {
+    let mut stored = stats.retrieve_validation_iteration_scores(run)?;
+    stored.delete_after(resumed_from + 1);
+    Ok(dacapo_runtime::validate::scores_for(meta, stored))
 }
 
 /// A training batch ready for the step: raw input, target and loss weight.
@@ -316,11 +267,7 @@ fn prefetch_batches(
     iterations: std::ops::Range<u64>,
     depth: usize,
 ) -> Prefetch<Result<Prepared, TrainerError>> {
-    // One worker keeps up with the step for typical batches and leaves the cores to it;
-    // machines with many cores get a second one.
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let workers = if cores > 4 { 2 } else { 1 };
-    Prefetch::start(iterations, depth, workers, move |i| {
+    Prefetch::start(iterations, depth, prefetch_workers(), move |i| {
         let batch = sampler.batch(i)?;
         let (target, weight) =
             task.targets(batch.labels.view(), batch.mask.as_ref().map(|m| m.view()))?;
@@ -328,25 +275,146 @@ fn prefetch_batches(
     })
 }
 
-struct Ctx<'a> {
-    run: &'a str,
+/// Threads that prepare batches ahead of the step: none when the step's thread pool already
+/// uses every core (measured on 2 cores: a worker thread then slows the step by ~16 %, more
+/// than preparing the batch inline costs), one while a core is free, two on many cores.
+fn prefetch_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    match cores.saturating_sub(rayon::current_num_threads()) {
+        0 => 0,
+        1..=3 => 1,
+        _ => 2,
+    }
+}
+
+/// The training loop of one invocation and what it writes through.
+struct Loop<'a> {
+    run: &'a RunName,
     config: &'a RunConfig,
     stores: &'a Stores,
-    config_hash: &'a str,
+    config_hash: String,
     backend: Backend,
     validator: &'a mut dyn Validate,
     scores: ValidationScores,
-    multi: &'a MultiProgress,
+    progress: &'a dyn Progress,
+    writer: StoreWriter,
     tensorboard: Option<TensorboardLog>,
 }
 
-impl Ctx<'_> {
-    fn checkpoint(
+impl Loop<'_> {
+    /// Trains from `resumed_from` to `run.train_until` (or until `stop` is set), with a
+    /// checkpoint and a validation every `validation_interval` steps.
+    fn run(
+        mut self,
+        step: &mut TrainStep,
+        mut batches: Prefetch<Result<Prepared, TrainerError>>,
+        resumed_from: u64,
+        stop: &AtomicBool,
+    ) -> Result<TrainSummary, TrainerError> {
+        self.catch_up(resumed_from, step)?;
+        let (train_until, interval) = (
+            self.config.run.train_until,
+            self.config.run.validation_interval,
+        );
+        let mut summary = TrainSummary {
+            resumed_from,
+            last_checkpoint: resumed_from,
+            stopped: false,
+            last_loss: None,
+        };
+        let mut pending: Vec<TrainingIterationStats> = Vec::new();
+        let mut last_flush = Instant::now();
+        let mut i = resumed_from;
+        while i < train_until {
+            if stop.load(Ordering::SeqCst) {
+                summary.stopped = true;
+                break;
+            }
+            let Some(prepared) = batches.next_item() else {
+                break;
+            };
+            let record = self.step(step, i, prepared?, &mut pending)?;
+            if let Some(tb) = &mut self.tensorboard {
+                tb.step(&record, step.learning_rate());
+            }
+            summary.last_loss = Some(record.loss);
+            pending.push(record);
+            i += 1;
+            let at_checkpoint = i.is_multiple_of(interval) || i == train_until;
+            if at_checkpoint || last_flush.elapsed() >= STATS_FLUSH {
+                self.writer.stats(std::mem::take(&mut pending))?;
+                if let Some(tb) = &mut self.tensorboard {
+                    tb.flush();
+                }
+                last_flush = Instant::now();
+            }
+            if at_checkpoint {
+                self.checkpoint(i, step)?;
+                summary.last_checkpoint = i;
+                self.validate_and_record(i, step)?;
+            }
+        }
+        self.writer.stats(pending)?;
+        if summary.stopped && i > summary.last_checkpoint {
+            tracing::info!("stopping: writing checkpoint {i}");
+            self.checkpoint(i, step)?;
+            self.writer.wait_checkpoint()?;
+            summary.last_checkpoint = i;
+        }
+        self.writer.finish()?;
+        // Writes what is queued, syncs and ends the event file.
+        drop(self.tensorboard.take());
+        Ok(summary)
+    }
+
+    /// One optimizer step on a prepared batch; a non-finite loss stops the run after the
+    /// stats so far are written.
+    fn step(
         &mut self,
+        step: &mut TrainStep,
         iteration: u64,
-        step: &TrainStep,
-        writer: &mut StoreWriter,
-    ) -> Result<(), TrainerError> {
+        (raw, target, weight): Prepared,
+        pending: &mut Vec<TrainingIterationStats>,
+    ) -> Result<TrainingIterationStats, TrainerError> {
+        let t0 = Instant::now();
+        let loss = match step.step(&raw, &target, &weight) {
+            Ok(loss) => loss,
+            Err(dacapo_models::ModelError::NonFiniteLoss(loss)) => {
+                self.writer.stats(std::mem::take(pending))?;
+                self.writer.sync()?;
+                return Err(TrainerError::NonFiniteLoss { iteration, loss });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.progress.step(iteration, loss);
+        Ok(TrainingIterationStats {
+            iteration,
+            loss,
+            time: t0.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// A resumed interval checkpoint that was never validated (killed during validation) is
+    /// validated now; checkpoints written on a stop request are off the schedule and are not.
+    /// Best records lag the stored scores if the last trainer died between the two.
+    fn catch_up(&mut self, resumed_from: u64, step: &TrainStep) -> Result<(), TrainerError> {
+        let run = &self.config.run;
+        let on_schedule =
+            resumed_from.is_multiple_of(run.validation_interval) || resumed_from == run.train_until;
+        if resumed_from > 0 && on_schedule && self.scores.validated_until() <= resumed_from {
+            self.validate_and_record(resumed_from, step)
+        } else if !self.scores.scores().is_empty() {
+            self.update_best()?;
+            // The restart marker made TensorBoard forget the resumed checkpoint's validation.
+            self.log_validation(resumed_from);
+            Ok(())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Queues checkpoint `iteration` (model, optimizer and train state) for writing.
+    fn checkpoint(&mut self, iteration: u64, step: &TrainStep) -> Result<(), TrainerError> {
         // What was logged up to the checkpoint is on disk before the checkpoint is, so a
         // resumed run's log has no gap.
         if let Some(tb) = &mut self.tensorboard {
@@ -355,7 +423,7 @@ impl Ctx<'_> {
         let (model, optimizer) = step.to_tensors()?;
         let mut state = TrainState::new(
             iteration,
-            self.config_hash,
+            &self.config_hash,
             self.backend.name(),
             self.config.run.seed,
         );
@@ -367,7 +435,7 @@ impl Ctx<'_> {
             "dacapo_version".into(),
             serde_json::json!(env!("CARGO_PKG_VERSION")),
         );
-        writer.checkpoint(
+        self.writer.checkpoint(
             iteration,
             Weights {
                 model,
@@ -383,33 +451,30 @@ impl Ctx<'_> {
         &mut self,
         iteration: u64,
         step: &TrainStep,
-        writer: &mut StoreWriter,
     ) -> Result<(), TrainerError> {
-        let has_validation = !self.validator.meta().datasets.is_empty();
-        let validated = if has_validation {
+        let validated = if self.validator.meta().datasets.is_empty() {
+            None
+        } else {
             Some(
                 self.validator
-                    .validate(iteration, step.model(), step.task(), self.multi)
-                    .map_err(|e| TrainerError::Validation {
-                        iteration,
-                        message: e.to_string(),
-                    }),
+                    .validate(iteration, step.model(), step.task(), self.progress)
+                    .map_err(|source| TrainerError::Validation { iteration, source }),
             )
-        } else {
-            None
         };
         // The checkpoint must be committed before best records may point at it, and before a
         // validation failure stops the run.
-        writer.wait_checkpoint()?;
+        self.writer.wait_checkpoint()?;
         if let Some(validated) = validated {
             let iteration_scores = validated?;
             self.scores.delete_after(iteration);
-            self.scores.add_iteration_scores(iteration_scores)?;
+            self.scores.add_iteration_scores(iteration_scores.clone())?;
             self.stores
                 .stats
                 .store_validation_iteration_scores(self.run, &self.scores)?;
             self.update_best()?;
             self.log_validation(iteration);
+            let report = ValidationReport::new(&self.scores, &iteration_scores);
+            self.progress.validated(self.run.as_str(), &report);
         }
         let removed = self
             .stores
@@ -442,7 +507,10 @@ impl Ctx<'_> {
 /// `latest_iteration` checks checkpoints cheaply; a checkpoint whose tensor data was damaged
 /// after its commit only fails the full check on load, and resuming then falls back to the
 /// previous one instead of stopping.
-fn latest_loadable(store: &dyn WeightsStore, run: &str) -> Result<Option<Weights>, TrainerError> {
+fn latest_loadable(
+    store: &dyn WeightsStore,
+    run: &RunName,
+) -> Result<Option<Weights>, TrainerError> {
     let Some(latest) = store.latest_iteration(run)? else {
         return Ok(None);
     };
@@ -458,76 +526,4 @@ fn latest_loadable(store: &dyn WeightsStore, run: &str) -> Result<Option<Weights
         }
     }
     Ok(None)
-}
-
-/// Writes the frozen config of a new run, or checks an existing run's against `config`.
-fn freeze_config(config: &RunConfig, root: &Path, force: bool) -> Result<(), TrainerError> {
-    let run = config.run.name.as_str();
-    let path = frozen_config_path(root, run);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let frozen = RunConfig::from_toml(&text, &path)?;
-        if frozen.trajectory_hash() != config.trajectory_hash() {
-            if !force {
-                return Err(TrainerError::ConfigChanged {
-                    run: run.to_owned(),
-                    frozen: path,
-                    differences: differences(&frozen, config),
-                });
-            }
-            tracing::warn!(
-                "run `{run}`: continuing with a changed config (--force-config): {}",
-                differences(&frozen, config)
-            );
-        }
-        if frozen == *config {
-            return Ok(());
-        }
-    }
-    let dir = root.join(run);
-    std::fs::create_dir_all(&dir).map_err(|source| TrainerError::Io {
-        path: dir.clone(),
-        source,
-    })?;
-    let tmp = dir.join(format!(".{FROZEN_CONFIG}.tmp"));
-    let io = |source| TrainerError::Io {
-        path: path.clone(),
-        source,
-    };
-    std::fs::write(&tmp, config.to_toml()).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    Ok(())
-}
-
-/// Dotted keys whose values differ between two configs.
-fn differences(a: &RunConfig, b: &RunConfig) -> String {
-    fn walk(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
-        match (a, b) {
-            (toml::Value::Table(x), toml::Value::Table(y)) => {
-                let keys: std::collections::BTreeSet<_> = x.keys().chain(y.keys()).collect();
-                for k in keys {
-                    let p = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    match (x.get(k), y.get(k)) {
-                        (Some(va), Some(vb)) => walk(&p, va, vb, out),
-                        (va, vb) => out.push(format!(
-                            "{p}: {} -> {}",
-                            va.map_or("(unset)".into(), ToString::to_string),
-                            vb.map_or("(unset)".into(), ToString::to_string)
-                        )),
-                    }
-                }
-            }
-            _ if a != b => out.push(format!("{prefix}: {a} -> {b}")),
-            _ => {}
-        }
-    }
-    let (Ok(a), Ok(b)) = (toml::Value::try_from(a), toml::Value::try_from(b)) else {
-        return "(cannot compare)".into();
-    };
-    let mut out = Vec::new();
-    walk("", &a, &b, &mut out);
-    out.join("; ")
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
 
-use dacapo_core::{TrainingIterationStats, TrainingStats};
+use dacapo_core::{RunName, TrainingIterationStats, TrainingStats};
 use dacapo_store::{StatsStore, StoreError, Weights, WeightsStore};
 
 use crate::error::TrainerError;
@@ -20,24 +20,27 @@ enum Msg {
     Checkpoint {
         iteration: u64,
         weights: Box<Weights>,
-        done: SyncSender<Result<(), StoreError>>,
+        done: SyncSender<Result<(), Failure>>,
     },
-    Sync(SyncSender<Result<(), StoreError>>),
+    Sync(SyncSender<Result<(), Failure>>),
 }
+
+/// A store error, shared between the writer's record and whoever waits for that write.
+type Failure = Arc<StoreError>;
 
 /// The handle the training thread uses to write through the stores.
 pub struct StoreWriter {
     tx: Option<Sender<Msg>>,
     thread: Option<JoinHandle<()>>,
-    pending: Option<(u64, Receiver<Result<(), StoreError>>)>,
-    failed: Arc<std::sync::Mutex<Option<String>>>,
+    pending: Option<(u64, Receiver<Result<(), Failure>>)>,
+    failed: Arc<std::sync::Mutex<Option<Failure>>>,
 }
 
 impl StoreWriter {
     /// Starts the writer thread for `run`; `stats` are the stats already trained (after a
     /// resume, trimmed to the checkpoint) and are what the first store call makes the file equal to.
     pub fn start(
-        run: String,
+        run: RunName,
         weights: Arc<dyn WeightsStore>,
         stats_store: Arc<dyn StatsStore>,
         stats: TrainingStats,
@@ -50,7 +53,10 @@ impl StoreWriter {
             .spawn(move || {
                 writer_loop(&run, &*weights, &*stats_store, stats, rx, &failed_in_thread);
             })
-            .map_err(|e| TrainerError::Thread(e.to_string()))?;
+            .map_err(|source| TrainerError::Thread {
+                name: "store writer",
+                source,
+            })?;
         Ok(Self {
             tx: Some(tx),
             thread: Some(thread),
@@ -69,15 +75,15 @@ impl StoreWriter {
 
     fn stopped(&self) -> TrainerError {
         match self.failed.lock().ok().and_then(|f| f.clone()) {
-            Some(message) => TrainerError::StoreWrite(message),
-            None => TrainerError::StoreWrite("the store writer thread stopped".into()),
+            Some(source) => TrainerError::StoreWrite { source },
+            None => TrainerError::WriterStopped,
         }
     }
 
     /// An error if an earlier write failed.
     pub fn check(&self) -> Result<(), TrainerError> {
         match self.failed.lock().ok().and_then(|f| f.clone()) {
-            Some(message) => Err(TrainerError::StoreWrite(message)),
+            Some(source) => Err(TrainerError::StoreWrite { source }),
             None => Ok(()),
         }
     }
@@ -110,7 +116,7 @@ impl StoreWriter {
         };
         match rx.recv() {
             Ok(Ok(())) => Ok(Some(iteration)),
-            Ok(Err(e)) => Err(TrainerError::Store(e)),
+            Ok(Err(source)) => Err(TrainerError::StoreWrite { source }),
             Err(_) => Err(self.stopped()),
         }
     }
@@ -121,7 +127,7 @@ impl StoreWriter {
         let (done, rx) = mpsc::sync_channel(1);
         self.send(Msg::Sync(done))?;
         match rx.recv() {
-            Ok(result) => result.map_err(TrainerError::Store),
+            Ok(result) => result.map_err(|source| TrainerError::StoreWrite { source }),
             Err(_) => Err(self.stopped()),
         }
     }
@@ -150,22 +156,22 @@ impl Drop for StoreWriter {
 }
 
 fn writer_loop(
-    run: &str,
+    run: &RunName,
     weights: &dyn WeightsStore,
     stats_store: &dyn StatsStore,
     mut stats: TrainingStats,
     rx: Receiver<Msg>,
-    failed: &std::sync::Mutex<Option<String>>,
+    failed: &std::sync::Mutex<Option<Failure>>,
 ) {
-    let fail = |message: String| {
+    let fail = |error: Failure| {
         if let Ok(mut f) = failed.lock() {
-            f.get_or_insert(message);
+            f.get_or_insert(error);
         }
     };
     // Store the (possibly trimmed) resumed stats first, so a resumed run's file is cut back
     // to the checkpoint before anything new is appended.
     if let Err(e) = stats_store.store_training_stats(run, &stats) {
-        fail(e.to_string());
+        fail(Arc::new(e));
         return;
     }
     while let Ok(msg) = rx.recv() {
@@ -190,13 +196,14 @@ fn writer_loop(
             ),
             Msg::Sync(done) => (stats_store.sync(run), Some(done)),
         };
-        let error = result.as_ref().err().map(ToString::to_string);
+        let result = result.map_err(Arc::new);
+        let error = result.as_ref().err().cloned();
         if let Some(done) = done {
             // The receiver is gone only if the trainer stopped waiting; nothing to tell then.
             let _ = done.send(result);
         }
-        if let Some(message) = error {
-            fail(message);
+        if let Some(error) = error {
+            fail(error);
             return;
         }
     }
@@ -207,6 +214,10 @@ mod tests {
     use super::*;
     use dacapo_core::{NamedTensor, TensorMap};
     use dacapo_store::{FileStatsStore, LocalWeightsStore, TrainState};
+
+    fn r() -> RunName {
+        RunName::new("r").unwrap()
+    }
 
     fn rec(i: u64) -> TrainingIterationStats {
         TrainingIterationStats {
@@ -230,16 +241,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ws: Arc<dyn WeightsStore> = Arc::new(LocalWeightsStore::new(dir.path()));
         let ss: Arc<dyn StatsStore> = Arc::new(FileStatsStore::new(dir.path()));
-        let mut w =
-            StoreWriter::start("r".into(), ws.clone(), ss.clone(), TrainingStats::new()).unwrap();
+        let mut w = StoreWriter::start(r(), ws.clone(), ss.clone(), TrainingStats::new()).unwrap();
         w.stats((0..5).map(rec).collect()).unwrap();
         w.checkpoint(5, weights(5)).unwrap();
         w.stats((5..10).map(rec).collect()).unwrap();
         w.checkpoint(10, weights(10)).unwrap();
         assert_eq!(w.wait_checkpoint().unwrap(), Some(10));
         w.finish().unwrap();
-        assert_eq!(ws.latest_iteration("r").unwrap(), Some(10));
-        assert_eq!(ss.retrieve_training_stats("r").unwrap().trained_until(), 10);
+        assert_eq!(ws.latest_iteration(&r()).unwrap(), Some(10));
+        assert_eq!(
+            ss.retrieve_training_stats(&r()).unwrap().trained_until(),
+            10
+        );
     }
 
     #[test]
@@ -248,13 +261,13 @@ mod tests {
         let ws: Arc<dyn WeightsStore> = Arc::new(LocalWeightsStore::new(dir.path()));
         let ss: Arc<dyn StatsStore> = Arc::new(FileStatsStore::new(dir.path()));
         let all = TrainingStats::from_records((0..20).map(rec)).unwrap();
-        ss.store_training_stats("r", &all).unwrap();
+        ss.store_training_stats(&r(), &all).unwrap();
         let mut resumed = all.clone();
         resumed.delete_after(8);
-        let w = StoreWriter::start("r".into(), ws, ss.clone(), resumed).unwrap();
+        let w = StoreWriter::start(r(), ws, ss.clone(), resumed).unwrap();
         w.stats(vec![rec(8)]).unwrap();
         w.finish().unwrap();
-        assert_eq!(ss.retrieve_training_stats("r").unwrap().trained_until(), 9);
+        assert_eq!(ss.retrieve_training_stats(&r()).unwrap().trained_until(), 9);
     }
 
     #[test]
@@ -262,7 +275,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ws: Arc<dyn WeightsStore> = Arc::new(LocalWeightsStore::new(dir.path()));
         let ss: Arc<dyn StatsStore> = Arc::new(FileStatsStore::new(dir.path()));
-        let mut w = StoreWriter::start("r".into(), ws, ss, TrainingStats::new()).unwrap();
+        let mut w = StoreWriter::start(r(), ws, ss, TrainingStats::new()).unwrap();
         w.stats(vec![rec(0)]).unwrap();
         w.stats(vec![rec(5)]).unwrap();
         let err = w.sync().unwrap_err().to_string();

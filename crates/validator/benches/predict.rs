@@ -12,6 +12,9 @@
 //! - `validate_3d`: one validation of that network on a synthetic N³ dataset (prediction kept
 //!   in memory, post-processing and scores for the distance task's 5 thresholds); seconds and
 //!   peak RSS. `DACAPO_BENCH_VALIDATE_SIZE=N` sets the edge (default 256, 64 when quick).
+//! - `postprocess`: post-processing time per parameter set (see `postprocess/mod.rs`).
+//!
+//! Arguments filter workloads by name.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -29,8 +32,9 @@ use dacapo_validator::run::{network_blocks, predict_array};
 use dacapo_validator::{
     BlockWorker, JobRequest, Ledger, RunValidator, ValidatorOptions, plan_job, prepare_output,
 };
-use indicatif::MultiProgress;
 use ndarray::{ArrayD, IxDyn};
+
+mod postprocess;
 
 fn env_list(name: &str) -> Option<Vec<usize>> {
     let v = std::env::var(name).ok()?;
@@ -89,6 +93,9 @@ fn main() {
     }
     if wanted("validate_3d") {
         validate_3d();
+    }
+    if wanted("postprocess") {
+        postprocess::run(quick());
     }
 }
 
@@ -348,11 +355,10 @@ fn validate_3d() {
         ..ValidatorOptions::default()
     };
     let mut validator = RunValidator::with_options(&config, options).unwrap();
-    let progress = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden());
     reset_peak_rss();
     let start = Instant::now();
     let scores = validator
-        .validate_model(0, &model, &task, &progress)
+        .validate_model(0, &model, &task, &dacapo_runtime::NoProgress)
         .unwrap();
     let seconds = start.elapsed().as_secs_f64();
     assert_eq!(scores.scores.len(), 1);

@@ -47,7 +47,8 @@ pub enum ValidatorError {
     },
     /// A parameter id string that does not parse.
     #[error(
-        "invalid parameter id {id:?}: expected \"threshold=<f32>\", \"bias=<f32>\" or \"argmax\""
+        "invalid parameter id {id:?}: expected \"threshold=<f64>\" or \"bias=<f64>\", optionally \
+         followed by \",min_size=<n>\" (n > 0), or \"argmax\""
     )]
     ParameterId {
         /// The offending id.
@@ -92,19 +93,28 @@ pub enum ValidatorError {
         /// The predictor's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A validation dataset whose gt does not overlap its raw.
+    #[error(
+        "validation dataset {dataset:?}: gt does not overlap raw, so nothing can be scored; \
+         check the arrays' offsets and voxel sizes"
+    )]
+    NoOverlap {
+        /// The dataset's name.
+        dataset: String,
+    },
     /// A validation dataset that cannot be predicted or scored.
-    #[error("validation dataset {dataset:?}: {message}")]
+    #[error("validation dataset {dataset:?}: {source}")]
     Dataset {
         /// The dataset's name.
         dataset: String,
         /// What went wrong.
-        message: String,
+        source: Box<ValidatorError>,
     },
     /// A run that cannot be validated or predicted with as asked.
     #[error("run `{run}`: {message}")]
     Run {
         /// The run.
-        run: String,
+        run: dacapo_core::RunName,
         /// What is wrong and what to do.
         message: String,
     },

@@ -21,7 +21,7 @@ use crate::ValidatorError;
 use crate::blockwise::{BlockGrid, BlockSpec, Padding, predict_one_block};
 use crate::ledger::{GridSpec, InputSpec, Ledger, OutputSpec, PredictSpec, hex};
 use crate::postprocess::{Parameters, PostProcessor, Segmentation};
-use crate::run::{network_blocks, predict_block};
+use crate::run::{check_block_memory, network_blocks, predict_block};
 
 /// A zarr container and optionally an array path inside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +153,7 @@ pub fn plan_job(req: &JobRequest) -> Result<PredictSpec, ValidatorError> {
     }
     let spatial: Vec<usize> = meta.spatial_shape().iter().map(|&s| s as usize).collect();
     let blocks = network_blocks(net, req.block_shape, &spatial)?;
+    check_block_memory(net, &blocks)?;
     let grid = BlockGrid::new(&spatial, &blocks.spec)?;
     let spatial_u64: Vec<u64> = spatial.iter().map(|&s| s as u64).collect();
     let chunk: Vec<u64> = grid.chunk_shape().iter().map(|&c| c as u64).collect();

@@ -2,9 +2,12 @@
 
 use dacapo_core::config::{Backend, RunConfig};
 use dacapo_core::{ValidationIterationScores, ValidationScores};
-use dacapo_runtime::{Stores, Validate, backend, build_model, load_weights, update_best_records};
+use dacapo_runtime::validate::scores_for;
+use dacapo_runtime::{
+    Progress, Stores, Validate, ValidationReport, backend, build_model, load_weights,
+    update_best_records,
+};
 use dacapo_store::{BestRecord, RunLock};
-use indicatif::{MultiProgress, ProgressDrawTarget};
 
 use crate::ValidatorError;
 use crate::run::{RunValidator, ValidatorOptions};
@@ -25,8 +28,6 @@ pub enum Checkpoints {
 pub struct RevalidateOptions {
     /// Backend overriding `run.backend`.
     pub backend: Option<Backend>,
-    /// Show progress bars on stderr.
-    pub progress: bool,
     /// Validator settings.
     pub validator: ValidatorOptions,
 }
@@ -54,10 +55,11 @@ pub fn revalidate(
     stores: &Stores,
     which: Checkpoints,
     options: &RevalidateOptions,
+    progress: &dyn Progress,
 ) -> Result<RevalidateSummary, ValidatorError> {
-    let run = config.run.name.as_str();
+    let run = &config.run.name;
     let run_error = |message: String| ValidatorError::Run {
-        run: run.to_owned(),
+        run: run.clone(),
         message,
     };
     let _lock = RunLock::acquire(&stores.root, run).map_err(|e| {
@@ -96,26 +98,15 @@ pub fn revalidate(
     let device = backend::device(options.backend.unwrap_or(config.run.backend))?;
     let (base_model, task) = build_model(config, &device)?;
 
-    let mut scores = stores.stats.retrieve_validation_iteration_scores(run)?;
-    if scores.meta != meta {
-        let kept = scores.scores().to_vec();
-        scores = ValidationScores::new(meta);
-        for s in kept {
-            if let Err(e) = scores.add_iteration_scores(s) {
-                tracing::warn!("dropping stored validation scores that no longer fit: {e}");
-            }
-        }
-    }
-    let multi = MultiProgress::with_draw_target(if options.progress {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
+    let mut scores = scores_for(
+        meta,
+        stores.stats.retrieve_validation_iteration_scores(run)?,
+    );
     let mut validated = Vec::with_capacity(iterations.len());
     let mut best_updated: Vec<BestRecord> = Vec::new();
     for n in iterations {
         let (model, _) = load_weights(&*stores.weights, run, n, base_model.clone())?;
-        let new = validator.validate_model(n, &model, &task, &multi)?;
+        let new = validator.validate_model(n, &model, &task, progress)?;
         let others = scores
             .scores()
             .iter()
@@ -133,6 +124,7 @@ pub fn revalidate(
                 .retain(|r| (&r.dataset, &r.criterion) != (&record.dataset, &record.criterion));
             best_updated.push(record);
         }
+        progress.validated(run.as_str(), &ValidationReport::new(&scores, &new));
         validated.push(new);
     }
     Ok(RevalidateSummary {

@@ -15,22 +15,23 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dacapo_core::RunName;
 use dacapo_core::config::{ArchitectureConfig, RunConfig};
 use dacapo_core::{Criterion, ParameterSet, Score, ValidationIterationScores, ValidationMeta};
 use dacapo_data::{Dataset, OpenOptions, WriteOptions, ensure_synthetic, write_array};
 use dacapo_models::{Padding as NetPadding, Task, UNet, UNetConfig};
-use dacapo_runtime::Validate;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use dacapo_runtime::memory::{self, Pass};
+use dacapo_runtime::progress::BlockProgress;
+use dacapo_runtime::{Progress, Validate};
+use dacapo_store::layout;
 use ndarray::{Array2, ArrayD, ArrayViewD, Axis, Slice, Zip};
 use rayon::prelude::*;
 
 use crate::ValidatorError;
 use crate::blockwise::{BlockSpec, block_count, predict_blockwise};
-use crate::postprocess::{Parameters, PostProcessor, Segmentation};
+use crate::postprocess::{Parameters, PostProcessor, Prepared, Segmentation, Sweep};
 use crate::snapshot;
 
-/// Name of the directory of validation predictions inside a run's directory.
-pub const PREDICTIONS_DIR: &str = "validation";
 /// Array path of a prediction inside its `<dataset>.zarr` container.
 pub const PREDICTION_ARRAY: &str = "prediction";
 /// Largest spatial input block of 2D networks (per axis) without `validation.block_shape`:
@@ -179,20 +180,29 @@ pub(crate) fn predict_block(
         .to_owned())
 }
 
-/// A progress bar of `total` blocks nested in `multi`.
-pub(crate) fn block_bar(multi: &MultiProgress, total: usize, prefix: String) -> ProgressBar {
-    let bar = multi.add(ProgressBar::new(total as u64));
-    bar.set_style(
-        ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} blocks  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(prefix);
-    bar
+/// Refuses `blocks` if predicting one would not fit in the memory this process may use
+/// (see [`dacapo_runtime::memory`]).
+pub(crate) fn check_block_memory(
+    net: &UNetConfig,
+    blocks: &NetworkBlocks,
+) -> Result<(), ValidatorError> {
+    let input = blocks.spec.input_block();
+    memory::check(
+        memory::estimate(net, &input, 1, Pass::Prediction),
+        &format!("prediction blocks of {input:?}"),
+    )?;
+    Ok(())
+}
+
+/// A block callback for [`predict_blockwise`] that reports to `progress`.
+pub(crate) fn report_blocks(progress: &mut dyn BlockProgress) -> impl FnMut(usize, usize) + '_ {
+    move |done: usize, _total: usize| progress.set(done as u64)
 }
 
 /// A parameter id and the criteria values of its segmentation.
 type Scored = (String, BTreeMap<String, f64>);
+/// A [`Scored`] parameter set with the central slice of its segmentation labels.
+type ScoredSlice = (Scored, Array2<u64>);
 /// Parameter id → criterion → value, for one dataset.
 type ParameterScores = BTreeMap<String, BTreeMap<String, Score>>;
 /// Raw and prediction over the scored region, and each parameter set's segmentation slice.
@@ -248,9 +258,8 @@ impl ValidationData {
             let lo = off.max(0);
             let hi = (off + g as i64).min(n as i64);
             if hi <= lo {
-                return Err(ValidatorError::Dataset {
+                return Err(ValidatorError::NoOverlap {
                     dataset: d.name().to_owned(),
-                    message: "gt does not overlap raw: nothing to score".into(),
                 });
             }
             begin.push(lo as usize);
@@ -311,7 +320,7 @@ impl Default for ValidatorOptions {
 /// Validates checkpoints of one run on its validation datasets (see the module docs).
 #[derive(Debug)]
 pub struct RunValidator {
-    run: String,
+    run: RunName,
     root: PathBuf,
     data: Vec<ValidationData>,
     post: PostProcessor,
@@ -352,9 +361,9 @@ impl RunValidator {
                 })
             })
             .collect::<Result<Vec<_>, ValidatorError>>()?;
-        let post = PostProcessor::from_task(&config.task, arch.dims);
+        let post = PostProcessor::from_task(&config.task, &config.validation.min_sizes, arch.dims);
         Ok(Self {
-            run: config.run.name.as_str().to_owned(),
+            run: config.run.name.clone(),
             root: config.stores.root.clone(),
             data,
             parameters: post.parameters(),
@@ -378,17 +387,17 @@ impl RunValidator {
 
     /// Directory of the predictions of checkpoint `iteration`.
     pub fn predictions_dir(&self, iteration: u64) -> PathBuf {
-        predictions_dir(&self.root, &self.run, iteration)
+        layout::predictions_dir(&self.root, &self.run, iteration)
     }
 
-    /// Scores of `model` (checkpoint `iteration`) on every validation dataset, with one
-    /// progress bar per dataset nested in `progress`.
+    /// Scores of `model` (checkpoint `iteration`) on every validation dataset; the prediction
+    /// of each dataset is reported to `progress`.
     pub fn validate_model(
         &mut self,
         iteration: u64,
         model: &UNet,
         task: &Task,
-        progress: &MultiProgress,
+        progress: &dyn Progress,
     ) -> Result<ValidationIterationScores, ValidatorError> {
         let mut scores = BTreeMap::new();
         for i in 0..self.data.len() {
@@ -396,10 +405,10 @@ impl RunValidator {
             let per_parameter = self
                 .validate_dataset(i, iteration, model, task, progress)
                 .map_err(|e| match e {
-                    e @ ValidatorError::Dataset { .. } => e,
+                    e @ (ValidatorError::Dataset { .. } | ValidatorError::NoOverlap { .. }) => e,
                     e => ValidatorError::Dataset {
                         dataset: name.clone(),
-                        message: e.to_string(),
+                        source: Box::new(e),
                     },
                 })?;
             scores.insert(name, per_parameter);
@@ -414,21 +423,22 @@ impl RunValidator {
         iteration: u64,
         model: &UNet,
         task: &Task,
-        progress: &MultiProgress,
+        progress: &dyn Progress,
     ) -> Result<ParameterScores, ValidatorError> {
         let loaded = self.data[i].load()?;
         let dataset = &self.data[i].dataset;
         let name = dataset.name();
         let spatial = &loaded.raw.shape()[1..];
         let blocks = network_blocks(model.config(), self.block_shape.as_deref(), spatial)?;
-        let bar = block_bar(
-            progress,
-            block_count(spatial, &blocks.spec),
-            format!("validate {iteration} {name}"),
-        );
-        let mut report = |done: usize, _total: usize| bar.set_position(done as u64);
-        let prediction = predict_array(model, task, loaded.raw.view(), &blocks, Some(&mut report))?;
-        bar.finish_and_clear();
+        check_block_memory(model.config(), &blocks)?;
+        let prediction = {
+            let mut blocks_done = progress.blocks(
+                &format!("validate {iteration} {name}"),
+                block_count(spatial, &blocks.spec) as u64,
+            );
+            let mut report = report_blocks(&mut *blocks_done);
+            predict_array(model, task, loaded.raw.view(), &blocks, Some(&mut report))?
+        };
         if self.options.write_predictions {
             let container = self.predictions_dir(iteration).join(format!("{name}.zarr"));
             write_prediction(&container, &prediction, dataset, iteration)?;
@@ -503,61 +513,88 @@ impl RunValidator {
         best.map(|(id, _)| id)
     }
 
-    /// Post-processes `prediction` (the scored region) for every parameter set and scores it,
-    /// running as many parameter sets at once as the memory budget allows. Also returns the
-    /// central slice of each parameter set's segmentation labels, for the snapshot.
+    /// Post-processes `prediction` (the scored region) for every parameter set and scores it.
+    /// Also returns the central slice of each parameter set's segmentation labels, for the
+    /// snapshot.
+    ///
+    /// The parameter sets of one swept value share its segmentation, which each minimum size
+    /// then filters; as many swept values run at once as the memory budget allows.
     fn score(
         &self,
         prediction: ArrayViewD<f32>,
         loaded: &Loaded,
         voxel_size: &[f64],
     ) -> Result<(ParameterScores, BTreeMap<String, Array2<u64>>), ValidatorError> {
-        let voxels = loaded.gt.len() as u64;
         let channels = prediction.len_of(Axis(0)) as u64;
-        let per_set = voxels
-            .saturating_mul(POSTPROCESS_BYTES_PER_VOXEL + channels)
+        let prepared = self.post.prepare(prediction)?;
+        let groups = group_by_sweep(&self.parameters);
+        let voxels = loaded.gt.len() as u64;
+        // A swept value holds its segmentation and one filtered copy.
+        let per_group = voxels
+            .saturating_mul(2 * POSTPROCESS_BYTES_PER_VOXEL + channels)
             .max(1);
-        let at_once = ((self.options.postprocess_memory / per_set) as usize)
-            .clamp(1, self.parameters.len().max(1));
+        let at_once =
+            ((self.options.postprocess_memory / per_group) as usize).clamp(1, groups.len().max(1));
         let mut out = BTreeMap::new();
         let mut slices = BTreeMap::new();
-        for wave in self.parameters.chunks(at_once) {
-            let results: Vec<Result<(Scored, Array2<u64>), ValidatorError>> = wave
+        for wave in groups.chunks(at_once) {
+            let results: Vec<Result<Vec<ScoredSlice>, ValidatorError>> = wave
                 .par_iter()
-                .map(|p| {
-                    let mut seg = self.post.apply(prediction.view(), p)?;
-                    if let Some(mask) = &loaded.mask {
-                        mask_segmentation(&mut seg, mask);
-                    }
-                    let labels = snapshot::segmentation_labels(&seg).view();
-                    let slice = snapshot::central_slice(labels)?.to_owned();
-                    let values = seg.evaluate(loaded.gt.view(), voxel_size)?;
-                    Ok(((p.id(), values), slice))
-                })
+                .map(|(sweep, group)| self.score_group(&prepared, sweep, group, loaded, voxel_size))
                 .collect();
             for r in results {
-                let ((id, values), slice) = r?;
-                slices.insert(id.clone(), slice);
-                let values = self
-                    .criteria
-                    .iter()
-                    .map(|(c, _)| {
-                        let v = values.get(*c).copied().unwrap_or(f64::NAN);
-                        ((*c).to_owned(), Score(v))
-                    })
-                    .collect();
-                out.insert(id, values);
+                for ((id, values), slice) in r? {
+                    slices.insert(id.clone(), slice);
+                    let values = self
+                        .criteria
+                        .iter()
+                        .map(|(c, _)| {
+                            let v = values.get(*c).copied().unwrap_or(f64::NAN);
+                            ((*c).to_owned(), Score(v))
+                        })
+                        .collect();
+                    out.insert(id, values);
+                }
             }
         }
         Ok((out, slices))
     }
+
+    /// Scores the parameter sets `group`, which share the swept value `sweep`.
+    fn score_group(
+        &self,
+        prepared: &Prepared,
+        sweep: &Sweep,
+        group: &[Parameters],
+        loaded: &Loaded,
+        voxel_size: &[f64],
+    ) -> Result<Vec<ScoredSlice>, ValidatorError> {
+        let segmentation = prepared.segment(sweep)?;
+        group
+            .iter()
+            .map(|p| {
+                let mut seg = prepared.without_small(segmentation.clone(), p.min_size)?;
+                if let Some(mask) = &loaded.mask {
+                    mask_segmentation(&mut seg, mask);
+                }
+                let labels = snapshot::segmentation_labels(&seg).view();
+                let slice = snapshot::central_slice(labels)?.to_owned();
+                Ok(((p.id(), seg.evaluate(loaded.gt.view(), voxel_size)?), slice))
+            })
+            .collect()
+    }
 }
 
-/// Directory of the validation predictions of checkpoint `iteration` of `run` under `root`.
-pub fn predictions_dir(root: &Path, run: &str, iteration: u64) -> PathBuf {
-    root.join(run)
-        .join(PREDICTIONS_DIR)
-        .join(iteration.to_string())
+/// `parameters` grouped by swept value, in order of first appearance.
+fn group_by_sweep(parameters: &[Parameters]) -> Vec<(Sweep, Vec<Parameters>)> {
+    let mut groups: Vec<(Sweep, Vec<Parameters>)> = Vec::new();
+    for p in parameters {
+        match groups.iter_mut().find(|(s, _)| *s == p.sweep) {
+            Some((_, group)) => group.push(*p),
+            None => groups.push((p.sweep, vec![*p])),
+        }
+    }
+    groups
 }
 
 /// Sets voxels outside `mask` to background in every part of `seg`.
@@ -637,7 +674,7 @@ impl Validate for RunValidator {
         iteration: u64,
         model: &UNet,
         task: &Task,
-        progress: &MultiProgress,
+        progress: &dyn Progress,
     ) -> Result<ValidationIterationScores, Box<dyn std::error::Error + Send + Sync>> {
         Ok(self.validate_model(iteration, model, task, progress)?)
     }
@@ -697,9 +734,10 @@ mod tests {
     fn validator(root: &Path, keep_predictions: bool) -> RunValidator {
         let post = PostProcessor::Distance {
             thresholds: vec![0.0, 0.5],
+            min_sizes: vec![0],
         };
         RunValidator {
-            run: "r".into(),
+            run: RunName::new("r").unwrap(),
             root: root.to_owned(),
             data: Vec::new(),
             parameters: post.parameters(),

@@ -15,7 +15,8 @@ use ndarray::{ArrayView2, ArrayViewD, Axis};
 
 use crate::ValidatorError;
 use crate::postprocess::{PostProcessor, Segmentation};
-use crate::run::PREDICTIONS_DIR;
+use dacapo_core::RunName;
+use dacapo_store::layout;
 
 /// Longest edge of one panel, in pixels.
 pub const MAX_EDGE: usize = 512;
@@ -50,13 +51,13 @@ pub struct SnapshotFile {
 }
 
 /// Path of the snapshot of `dataset` at checkpoint `iteration` of `run` under `root`.
-pub fn snapshot_path(root: &Path, run: &str, iteration: u64, dataset: &str) -> PathBuf {
-    crate::run::predictions_dir(root, run, iteration).join(format!("{dataset}.{EXTENSION}"))
+pub fn snapshot_path(root: &Path, run: &RunName, iteration: u64, dataset: &str) -> PathBuf {
+    layout::predictions_dir(root, run, iteration).join(format!("{dataset}.{EXTENSION}"))
 }
 
 /// The snapshots of `run` under `root`, by iteration then dataset.
-pub fn list_snapshots(root: &Path, run: &str) -> Result<Vec<SnapshotFile>, std::io::Error> {
-    let dir = root.join(run).join(PREDICTIONS_DIR);
+pub fn list_snapshots(root: &Path, run: &RunName) -> Result<Vec<SnapshotFile>, std::io::Error> {
+    let dir = layout::run_dir(root, run).join(layout::PREDICTIONS_DIR);
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -333,10 +334,14 @@ mod tests {
         })
         .unwrap();
         for (n, d) in [(20, "b"), (3, "z"), (20, "a")] {
-            write_snapshot(&snapshot_path(dir.path(), "r", n, d), &png).unwrap();
+            write_snapshot(
+                &snapshot_path(dir.path(), &RunName::new("r").unwrap(), n, d),
+                &png,
+            )
+            .unwrap();
         }
         std::fs::create_dir_all(dir.path().join("r/validation/20/a.zarr")).unwrap();
-        let listed: Vec<(u64, String)> = list_snapshots(dir.path(), "r")
+        let listed: Vec<(u64, String)> = list_snapshots(dir.path(), &RunName::new("r").unwrap())
             .unwrap()
             .into_iter()
             .map(|s| (s.iteration, s.dataset))
@@ -345,6 +350,10 @@ mod tests {
             listed,
             [(3, "z".into()), (20, "a".into()), (20, "b".into())]
         );
-        assert!(list_snapshots(dir.path(), "none").unwrap().is_empty());
+        assert!(
+            list_snapshots(dir.path(), &RunName::new("none").unwrap())
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -7,55 +7,24 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
-use common::{quiet, stores};
+use common::{quiet, run_name, stores};
 use dacapo_core::RunConfig;
+use dacapo_core::testing::TinyRun;
 use dacapo_trainer::train;
 use dacapo_validator::RunValidator;
 
 /// The quickstart (configs/quickstart.toml) on smaller arrays and a shorter schedule.
 fn config(dir: &Path, train_until: u64) -> RunConfig {
-    let d = dir.display();
-    let text = format!(
-        r#"
-[run]
-name = "quality"
-train_until = {train_until}
-validation_interval = 40
-seed = 42
-
-[task]
-kind = "distance"
-scale_factor = 5.0
-
-[architecture]
-kind = "unet"
-dims = 2
-fmaps = 12
-fmap_inc_factor = 2
-downsample_factors = [[2, 2], [2, 2]]
-input_shape = [116, 116]
-
-[trainer]
-batch_size = 2
-learning_rate = 5e-4
-augment = ["mirror", "transpose", "intensity", "noise"]
-
-[datasplit]
-train = [{{ zarr = "{d}/q.zarr", raw = "raw", gt = "labels" }}]
-validate = [{{ name = "val", zarr = "{d}/q.zarr", raw = "raw_val", gt = "labels_val" }}]
-
-[datasplit.synthetic]
-zarr = "{d}/q.zarr"
-shape = [256, 256]
-seed = 1
-objects = 15
-
-[stores]
-root = "{d}/runs"
-keep_last = 2
-"#
-    );
-    RunConfig::from_toml(&text, Path::new("quality.toml")).unwrap()
+    let quickstart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/quickstart.toml");
+    TinyRun::from_file(&quickstart, "quality", dir)
+        .schedule(train_until, 40)
+        .keep_last(2)
+        .with(|c| {
+            if let Some(s) = &mut c.datasplit.synthetic {
+                (s.shape, s.objects) = (vec![256, 256], 15);
+            }
+        })
+        .build()
 }
 
 #[test]
@@ -72,7 +41,7 @@ fn short_quickstart_schedule_segments_the_validation_set() {
     train(&config, &stores, &quiet(), &mut validator).unwrap();
     let scores = stores
         .stats
-        .retrieve_validation_iteration_scores("quality")
+        .retrieve_validation_iteration_scores(&run_name("quality"))
         .unwrap();
     for s in scores.scores() {
         let sub = scores.subscores([s.clone()]).unwrap();
@@ -86,11 +55,11 @@ fn short_quickstart_schedule_segments_the_validation_set() {
     );
     let best_f1 = stores
         .weights
-        .retrieve_best("quality", "val", "f1")
+        .retrieve_best(&run_name("quality"), "val", "f1")
         .unwrap();
     let best_dice = stores
         .weights
-        .retrieve_best("quality", "val", "dice")
+        .retrieve_best(&run_name("quality"), "val", "dice")
         .unwrap();
     assert!(
         best_f1.value.max(best_dice.value) >= 0.7,

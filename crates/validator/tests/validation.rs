@@ -8,19 +8,16 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use burn::tensor::Device;
-use common::{Recording, quiet, run_dir, stores, tiny_config};
+use common::{Recording, quiet, run_dir, run_name, stores, tiny_config};
+use dacapo_core::config::{AffinityLoss, AffinityPostProcess, TaskConfig};
+use dacapo_core::testing::TinyRun;
 use dacapo_core::{ValidationIterationScores, ValidationMeta};
 use dacapo_data::{Dataset, OpenOptions, ZarrArray};
 use dacapo_models::{Task, UNet, model_to_tensors};
-use dacapo_runtime::{NoValidation, Validate, build_model, load_best};
+use dacapo_runtime::{NoProgress, NoValidation, Progress, Validate, build_model, load_best};
 use dacapo_trainer::{TrainerError, train};
 use dacapo_validator::RunValidator;
 use dacapo_validator::run::{network_blocks, predict_array};
-use indicatif::{MultiProgress, ProgressDrawTarget};
-
-fn hidden() -> MultiProgress {
-    MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
-}
 
 fn close(a: f64, b: f64) -> bool {
     (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-9 * a.abs().max(1.0)
@@ -57,22 +54,24 @@ fn best_records_point_to_kept_checkpoints() {
 
     let scores = stores
         .stats
-        .retrieve_validation_iteration_scores("best")
+        .retrieve_validation_iteration_scores(&run_name("best"))
         .unwrap();
     let iterations: Vec<u64> = scores.scores().iter().map(|s| s.iteration).collect();
     assert_eq!(iterations, [2, 4, 6]);
     assert_eq!(scores.meta.datasets, ["val"]);
     let params: Vec<&str> = scores.parameter_names();
-    assert_eq!(
-        params,
-        [
-            "threshold=-0.5",
-            "threshold=-0.25",
-            "threshold=0",
-            "threshold=0.25",
-            "threshold=0.5"
-        ]
-    );
+    // Each default threshold with each default minimum component size (0 written without).
+    let expected: Vec<String> = ["-0.5", "-0.25", "0", "0.25", "0.5"]
+        .iter()
+        .flat_map(|t| {
+            [
+                format!("threshold={t}"),
+                format!("threshold={t},min_size=25"),
+                format!("threshold={t},min_size=100"),
+            ]
+        })
+        .collect();
+    assert_eq!(params, expected);
     assert_eq!(scores.meta.criteria.len(), 13);
     let dice = scores
         .meta
@@ -89,19 +88,22 @@ fn best_records_point_to_kept_checkpoints() {
         .unwrap();
     assert!(!voi.higher_is_better);
     for s in scores.scores() {
-        assert_eq!(s.scores["val"].len(), 5);
+        assert_eq!(s.scores["val"].len(), 15);
         assert!(s.scores["val"].values().all(|c| c.len() == 13));
     }
 
     // Every best record is the in-memory best, at the path retrieve_best reads, and points to
     // a committed checkpoint that retention kept.
-    let kept = stores.weights.iterations("best").unwrap();
+    let kept = stores.weights.iterations(&run_name("best")).unwrap();
     let mut best_iterations = BTreeSet::new();
     for criterion in &scores.meta.criteria {
         let name = &criterion.name;
         match scores.best("val", name) {
             Some(best) => {
-                let record = stores.weights.retrieve_best("best", "val", name).unwrap();
+                let record = stores
+                    .weights
+                    .retrieve_best(&run_name("best"), "val", name)
+                    .unwrap();
                 assert_eq!(record.iteration, best.iteration, "{name}");
                 assert_eq!(record.parameter, best.parameter, "{name}");
                 assert!(close(record.value, best.value), "{name}");
@@ -113,7 +115,12 @@ fn best_records_point_to_kept_checkpoints() {
                 assert_eq!(json["iteration"], record.iteration, "{}", path.display());
                 best_iterations.insert(record.iteration);
             }
-            None => assert!(stores.weights.retrieve_best("best", "val", name).is_err()),
+            None => assert!(
+                stores
+                    .weights
+                    .retrieve_best(&run_name("best"), "val", name)
+                    .is_err()
+            ),
         }
     }
     // keep_last = 1: the newest checkpoint plus the best ones, nothing else.
@@ -145,15 +152,16 @@ fn best_records_point_to_kept_checkpoints() {
 
     // load_best loads exactly the recorded checkpoint, and re-validating it gives its scores.
     let (model, task) = build_model(&config, &Device::flex()).unwrap();
-    let (loaded, record) = load_best(&*stores.weights, "best", "val", "dice", model).unwrap();
+    let (loaded, record) =
+        load_best(&*stores.weights, &run_name("best"), "val", "dice", model).unwrap();
     let stored = stores
         .weights
-        .retrieve_weights("best", record.iteration)
+        .retrieve_weights(&run_name("best"), record.iteration)
         .unwrap();
     assert_eq!(model_to_tensors(&loaded).unwrap(), stored.model);
     let mut again = RunValidator::new(&config).unwrap();
     let rescored = again
-        .validate_model(record.iteration, &loaded, &task, &hidden())
+        .validate_model(record.iteration, &loaded, &task, &NoProgress)
         .unwrap();
     let original = scores
         .scores()
@@ -173,7 +181,7 @@ fn resumed_run_keeps_the_validation_of_its_checkpoint() {
     assert_eq!(v.validated, [2, 4]);
     let before = stores
         .stats
-        .retrieve_validation_iteration_scores("resume")
+        .retrieve_validation_iteration_scores(&run_name("resume"))
         .unwrap();
 
     // train_until may change; the run resumes from checkpoint 4 and validates only 6.
@@ -184,7 +192,7 @@ fn resumed_run_keeps_the_validation_of_its_checkpoint() {
     assert_eq!(v.validated, [6]);
     let after = stores
         .stats
-        .retrieve_validation_iteration_scores("resume")
+        .retrieve_validation_iteration_scores(&run_name("resume"))
         .unwrap();
     let iterations: Vec<u64> = after.scores().iter().map(|s| s.iteration).collect();
     assert_eq!(iterations, [2, 4, 6]);
@@ -204,7 +212,7 @@ fn checkpoint_never_validated_is_validated_on_resume() {
     assert_eq!(v.validated, [4, 6]);
     let scores = stores
         .stats
-        .retrieve_validation_iteration_scores("late")
+        .retrieve_validation_iteration_scores(&run_name("late"))
         .unwrap();
     let iterations: Vec<u64> = scores.scores().iter().map(|s| s.iteration).collect();
     assert_eq!(iterations, [4, 6]);
@@ -245,7 +253,7 @@ impl Validate for BreakFirst {
         iteration: u64,
         model: &UNet,
         task: &Task,
-        progress: &MultiProgress,
+        progress: &dyn Progress,
     ) -> Result<ValidationIterationScores, Box<dyn std::error::Error + Send + Sync>> {
         assert!(corrupt_chunks(&self.dir) > 0);
         self.inner.validate(iteration, model, task, progress)
@@ -275,18 +283,27 @@ fn unreadable_validation_data_stops_the_run_after_the_commit() {
     assert!(msg.contains("raw_val"), "{msg}");
     assert!(msg.contains("validation dataset \"val\""), "{msg}");
     // The checkpoint and the stats up to it are stored; no scores or best records were.
-    assert_eq!(stores.weights.latest_iteration("broken").unwrap(), Some(2));
-    let stats = stores.stats.retrieve_training_stats("broken").unwrap();
+    assert_eq!(
+        stores
+            .weights
+            .latest_iteration(&run_name("broken"))
+            .unwrap(),
+        Some(2)
+    );
+    let stats = stores
+        .stats
+        .retrieve_training_stats(&run_name("broken"))
+        .unwrap();
     assert_eq!(stats.trained_until(), 2);
     let scores = stores
         .stats
-        .retrieve_validation_iteration_scores("broken")
+        .retrieve_validation_iteration_scores(&run_name("broken"))
         .unwrap();
     assert!(scores.scores().is_empty());
     assert!(
         stores
             .weights
-            .retrieve_best("broken", "val", "dice")
+            .retrieve_best(&run_name("broken"), "val", "dice")
             .is_err()
     );
 }
@@ -337,7 +354,10 @@ fn resume_restores_best_records_that_lag_the_scores() {
         &mut RunValidator::new(&config).unwrap(),
     )
     .unwrap();
-    let dice = stores.weights.retrieve_best("lag", "val", "dice").unwrap();
+    let dice = stores
+        .weights
+        .retrieve_best(&run_name("lag"), "val", "dice")
+        .unwrap();
     // As if the trainer died after storing the scores of checkpoint 4 but before its records.
     std::fs::remove_file(run_dir(&config).join("val").join("dice.json")).unwrap();
     let mut v = Recording::new(RunValidator::new(&config).unwrap());
@@ -345,7 +365,69 @@ fn resume_restores_best_records_that_lag_the_scores() {
     assert_eq!(summary.resumed_from, 4);
     assert!(v.validated.is_empty());
     assert_eq!(
-        stores.weights.retrieve_best("lag", "val", "dice").unwrap(),
+        stores
+            .weights
+            .retrieve_best(&run_name("lag"), "val", "dice")
+            .unwrap(),
         dice
     );
+}
+
+#[test]
+fn affinity_runs_sweep_each_post_processing_with_each_min_size() {
+    // Both post-processings of the affinities task, inside the training loop: every swept
+    // value with every minimum size is stored under its readable id and scored.
+    for (post_process, expected) in [
+        (
+            AffinityPostProcess::Mws,
+            [
+                "bias=0.5",
+                "bias=0.5,min_size=10",
+                "bias=0.9",
+                "bias=0.9,min_size=10",
+            ],
+        ),
+        (
+            AffinityPostProcess::Watershed,
+            [
+                "threshold=0.5",
+                "threshold=0.5,min_size=10",
+                "threshold=0.9",
+                "threshold=0.9,min_size=10",
+            ],
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TinyRun::new("aff", dir.path())
+            .validate()
+            .schedule(2, 2)
+            .with(|c| {
+                c.task = TaskConfig::Affinities {
+                    neighborhood: Some(vec![vec![1, 0], vec![0, 1], vec![3, 0], vec![0, 3]]),
+                    loss: AffinityLoss::Bce,
+                    biases: vec![0.5, 0.9],
+                    post_process,
+                    thresholds: vec![0.5, 0.9],
+                };
+                c.validation.min_sizes = vec![0, 10];
+            })
+            .build();
+        let stores = stores(&config);
+        let mut validator = Recording::new(RunValidator::new(&config).unwrap());
+        train(&config, &stores, &quiet(), &mut validator).unwrap();
+        assert_eq!(validator.validated, [2], "{post_process:?}");
+        let scores = stores
+            .stats
+            .retrieve_validation_iteration_scores(&run_name("aff"))
+            .unwrap();
+        assert_eq!(scores.parameter_names(), expected, "{post_process:?}");
+        let stored = &scores.scores()[0].scores["val"];
+        for id in expected {
+            let voi = stored[id]["voi"].0;
+            assert!(
+                voi.is_finite() && voi >= 0.0,
+                "{post_process:?} {id}: voi {voi}"
+            );
+        }
+    }
 }

@@ -3,8 +3,10 @@
 //! directory and described by environment variables that the tests read.
 //!
 //! Each service writes `<dir>/<name>.env` (`KEY=VALUE` lines) once it is up; `services env`
-//! prints them, and `cargo xtask ci` passes them to `cargo test`. A service that cannot be
-//! started here is reported and left out: its tests skip with a printed reason.
+//! prints them, and `cargo xtask ci` passes them to `cargo test`. A service whose software
+//! cannot be installed here ([`CannotInstall`]: no package manager, no root, no network) is
+//! left out and its tests skip, listed in ci's summary; a service that is installed but does
+//! not start is an error.
 
 mod postgres;
 mod s3;
@@ -13,6 +15,30 @@ mod slurm;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+
+/// Why a service's software cannot be installed on this machine; any other error of `up`
+/// means the service is installed but does not run.
+#[derive(Debug)]
+pub struct CannotInstall(pub String);
+
+impl std::fmt::Display for CannotInstall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot be installed here: {}", self.0)
+    }
+}
+
+impl std::error::Error for CannotInstall {}
+
+/// What [`up`] did.
+#[derive(Debug, Default)]
+pub struct Started {
+    /// Services that run.
+    pub up: Vec<&'static str>,
+    /// Services left out because they cannot be installed here, with why.
+    pub skipped: Vec<(&'static str, String)>,
+    /// Services that are installed but did not start, with why.
+    pub failed: Vec<(&'static str, String)>,
+}
 
 /// The services `cargo xtask services` manages.
 pub const ALL: &[&str] = &["postgres", "s3", "slurm"];
@@ -51,9 +77,15 @@ pub fn dir() -> PathBuf {
 pub fn run(args: &ServicesArgs) -> Result<()> {
     match &args.command {
         ServicesCmd::Up { names } => {
-            let failed = up(&selected(names)?);
-            if !failed.is_empty() {
-                anyhow::bail!("could not start: {}", failed.join(", "));
+            let started = up(&selected(names)?);
+            let problems: Vec<String> = started
+                .skipped
+                .iter()
+                .chain(&started.failed)
+                .map(|(name, why)| format!("{name} ({why})"))
+                .collect();
+            if !problems.is_empty() {
+                anyhow::bail!("could not start: {}", problems.join("; "));
             }
             Ok(())
         }
@@ -94,10 +126,10 @@ fn selected(names: &[String]) -> Result<Vec<&'static str>> {
         .collect()
 }
 
-/// Starts `names`, printing why for each one that cannot start; returns those that failed.
-pub fn up(names: &[&'static str]) -> Vec<&'static str> {
+/// Starts `names`, printing why for each one that cannot start.
+pub fn up(names: &[&'static str]) -> Started {
     let dir = dir();
-    let mut failed = Vec::new();
+    let mut started = Started::default();
     for &name in names {
         let result = std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))
@@ -108,14 +140,21 @@ pub fn up(names: &[&'static str]) -> Vec<&'static str> {
             })
             .and_then(|vars| write_env(&dir, name, &vars));
         match result {
-            Ok(()) => eprintln!("xtask: service {name} is up"),
+            Ok(()) => {
+                eprintln!("xtask: service {name} is up");
+                started.up.push(name);
+            }
+            Err(e) if e.downcast_ref::<CannotInstall>().is_some() => {
+                eprintln!("xtask: service {name} {e:#} (its tests will skip)");
+                started.skipped.push((name, format!("{e:#}")));
+            }
             Err(e) => {
-                eprintln!("xtask: service {name} NOT started (its tests will skip): {e:#}");
-                failed.push(name);
+                eprintln!("xtask: service {name} is installed but did NOT start: {e:#}");
+                started.failed.push((name, format!("{e:#}")));
             }
         }
     }
-    failed
+    started
 }
 
 fn env_file(dir: &Path, name: &str) -> PathBuf {

@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 
 use anyhow::{Context, Result, bail};
 
+use super::CannotInstall;
+
 /// The TCP port of the test cluster (not the default 5432, so it never meets a system one).
 const PORT: u16 = 54329;
 /// The database the tests use.
@@ -162,10 +164,12 @@ fn find_bin_dir() -> Option<PathBuf> {
 /// Installs Debian's `postgresql` package (root only) and returns its bin dir.
 fn install() -> Result<PathBuf> {
     if !is_root()? {
-        bail!(
+        return Err(CannotInstall(
             "initdb/pg_ctl not found (looked in /usr/local/bin, /usr/lib/postgresql/*/bin and \
              PATH) and not root, so cannot apt-get install postgresql; install it and retry"
-        );
+                .into(),
+        )
+        .into());
     }
     eprintln!("xtask: initdb not found; installing the postgresql package with apt-get");
     let apt = |args: &[&str]| {
@@ -179,7 +183,10 @@ fn install() -> Result<PathBuf> {
     let install = ["install", "-y", "--no-install-recommends", "postgresql"];
     let installed = apt(&install) || (apt(&["update"]) && apt(&install));
     if !installed {
-        bail!("initdb/pg_ctl not found and `apt-get install -y postgresql` failed");
+        return Err(CannotInstall(
+            "initdb/pg_ctl not found and `apt-get install -y postgresql` failed".into(),
+        )
+        .into());
     }
     find_bin_dir().context("apt-get installed postgresql but initdb/pg_ctl/psql are not found")
 }

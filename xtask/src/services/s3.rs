@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use super::CannotInstall;
+
 /// Loopback address and port of the server.
 const HOST: &str = "127.0.0.1";
 const PORT: u16 = 59000;
@@ -90,8 +92,10 @@ fn install(sdir: &Path) -> Result<PathBuf> {
     }
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
     eprintln!("xtask: installing {REQUIREMENT} into {}", venv.display());
-    run(Command::new(&python).args(["-m", "venv"]).arg(&venv)).with_context(|| {
-        format!("cannot create a venv with {python} (install python3 and python3-venv)")
+    run(Command::new(&python).args(["-m", "venv"]).arg(&venv)).map_err(|e| {
+        CannotInstall(format!(
+            "cannot create a venv with {python} (install python3 and python3-venv): {e:#}"
+        ))
     })?;
     run(Command::new(venv.join("bin").join("pip")).args([
         "install",
@@ -99,7 +103,13 @@ fn install(sdir: &Path) -> Result<PathBuf> {
         "--disable-pip-version-check",
         REQUIREMENT,
     ]))
-    .with_context(|| format!("cannot pip install {REQUIREMENT:?} (is PyPI reachable?)"))?;
+    .map_err(|e| {
+        // A half-made venv would look installed next time.
+        let _ = std::fs::remove_dir_all(&venv);
+        CannotInstall(format!(
+            "cannot pip install {REQUIREMENT:?} (is PyPI reachable?): {e:#}"
+        ))
+    })?;
     if !server.exists() {
         bail!("{} is missing after installing moto", server.display());
     }

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use super::CannotInstall;
+
 /// The binaries this service needs, each from `slurm-wlm` or `munge`.
 const BINARIES: &[&str] = &[
     "slurmctld",
@@ -124,6 +126,11 @@ fn on_path(bin: &str) -> bool {
 
 /// Installs `slurm-wlm` and `munge` with apt-get when a binary is missing.
 fn install() -> Result<()> {
+    install_packages().map_err(|e| CannotInstall(format!("{e:#}")).into())
+}
+
+/// [`install`], its errors not yet marked as "cannot install".
+fn install_packages() -> Result<()> {
     let missing: Vec<&str> = BINARIES.iter().copied().filter(|b| !on_path(b)).collect();
     if missing.is_empty() {
         return Ok(());

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use dacapo_models::{Task, UNet};
+use dacapo_runtime::Progress;
+use dacapo_runtime::progress::BlockProgress;
 use dacapo_validator::ledger::{Launch, now};
 use dacapo_validator::{BlockWorker, Ledger, PostProcess, PredictSpec};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::PredictArgs;
 use crate::submit::{Executor, sbatch, sh_quote, squeue_jobs};
@@ -51,26 +52,6 @@ pub(super) fn threads_per_worker(
     Some((cores / workers as usize).max(1))
 }
 
-/// A progress bar over the job's blocks, starting at `done`.
-fn block_bar(total: usize, done: usize, hidden: bool) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(
-        Some(total as u64),
-        if hidden {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        },
-    );
-    bar.set_style(
-        ProgressStyle::with_template("  predict [{bar:30}] {pos}/{len} blocks  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_position(done as u64);
-    bar.reset_eta();
-    bar
-}
-
 fn done_count(ledger: &Ledger, total: usize) -> Result<usize> {
     Ok(ledger.done_blocks(total)?.iter().filter(|d| **d).count())
 }
@@ -82,6 +63,7 @@ pub(super) fn launch(
     ledger: &Ledger,
     args: &PredictArgs,
     local: &Local,
+    progress: &dyn Progress,
 ) -> Result<Option<f64>> {
     let start = Instant::now();
     let total = spec.grid.blocks;
@@ -103,7 +85,8 @@ pub(super) fn launch(
         done_at_start: done_count(ledger, total)?,
     };
     ledger.write_launch(&launch)?;
-    let bar = block_bar(total, launch.done_at_start, args.no_progress);
+    let mut bar = progress.blocks("predict", total as u64);
+    bar.set(launch.done_at_start as u64);
     match (args.executor, workers) {
         (Executor::Local, 1) => {
             let worker = BlockWorker {
@@ -114,9 +97,13 @@ pub(super) fn launch(
                 worker: 0,
                 workers: 1,
             };
-            worker.run(&mut |_| bar.inc(1))?;
+            let mut done = launch.done_at_start as u64;
+            worker.run(&mut |_| {
+                done += 1;
+                bar.set(done);
+            })?;
         }
-        (Executor::Local, _) => pool(spec, ledger, workers, local.threads, &bar)?,
+        (Executor::Local, _) => pool(spec, ledger, workers, local.threads, &mut *bar)?,
         (Executor::Slurm, _) => {
             let id = submit_array(spec, ledger, args)?;
             launch.slurm_job = Some(id.clone());
@@ -131,10 +118,10 @@ pub(super) fn launch(
             if !args.wait {
                 return Ok(None);
             }
-            wait_slurm(ledger, total, &id, &bar)?;
+            wait_slurm(ledger, total, &id, &mut *bar)?;
         }
     }
-    bar.finish_and_clear();
+    drop(bar);
     check_finished(spec, ledger)?;
     Ok(Some(start.elapsed().as_secs_f64()))
 }
@@ -235,7 +222,7 @@ fn pool(
     ledger: &Ledger,
     workers: usize,
     threads: Option<usize>,
-    bar: &ProgressBar,
+    bar: &mut dyn BlockProgress,
 ) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the path of this dacapo binary")?;
     let logs: PathBuf = ledger.dir().join("logs");
@@ -267,12 +254,11 @@ fn pool(
             let log = logs.join(format!("worker-{}.log", slot.worker));
             if died(status) && slot.restarts < MAX_RESTARTS {
                 slot.restarts += 1;
-                bar.suspend(|| {
-                    eprintln!(
-                        "worker {} ended ({status}); starting it again ({} of {MAX_RESTARTS})",
-                        slot.worker, slot.restarts
-                    );
-                });
+                tracing::warn!(
+                    "worker {} ended ({status}); starting it again ({} of {MAX_RESTARTS})",
+                    slot.worker,
+                    slot.restarts
+                );
                 slot.child = Some(spawn_worker(
                     &exe,
                     spec,
@@ -282,21 +268,19 @@ fn pool(
                     threads,
                 )?);
             } else {
-                bar.suspend(|| {
-                    eprintln!(
-                        "worker {} ended ({status}); log {}",
-                        slot.worker,
-                        log.display()
-                    );
-                });
+                tracing::warn!(
+                    "worker {} ended ({status}); log {}",
+                    slot.worker,
+                    log.display()
+                );
             }
         }
         if last_count.elapsed() >= Duration::from_secs(1) {
-            bar.set_position(done_count(ledger, total)? as u64);
+            bar.set(done_count(ledger, total)? as u64);
             last_count = Instant::now();
         }
     }
-    bar.set_position(done_count(ledger, total)? as u64);
+    bar.set(done_count(ledger, total)? as u64);
     Ok(())
 }
 
@@ -376,13 +360,13 @@ fn submit_array(spec: &PredictSpec, ledger: &Ledger, args: &PredictArgs) -> Resu
 }
 
 /// Waits until SLURM job array `id` has left the queue, showing the blocks done.
-fn wait_slurm(ledger: &Ledger, total: usize, id: &str, bar: &ProgressBar) -> Result<()> {
+fn wait_slurm(ledger: &Ledger, total: usize, id: &str, bar: &mut dyn BlockProgress) -> Result<()> {
     let mut last_queue = Instant::now() - Duration::from_secs(60);
     loop {
-        bar.set_position(done_count(ledger, total)? as u64);
+        bar.set(done_count(ledger, total)? as u64);
         if last_queue.elapsed() >= Duration::from_secs(2) {
             if slurm_state(id)?.is_none() {
-                bar.set_position(done_count(ledger, total)? as u64);
+                bar.set(done_count(ledger, total)? as u64);
                 return Ok(());
             }
             last_queue = Instant::now();

@@ -11,21 +11,21 @@ mod launch;
 mod status;
 pub mod worker;
 
-use std::path::Path;
-
 use anyhow::{Context, Result, bail};
+use dacapo_core::RunName;
 use dacapo_core::config::Backend;
 use dacapo_data::{Normalizer, ZarrArray};
 use dacapo_models::load_model_tensors;
 use dacapo_runtime::{Stores, backend, build_model};
 use dacapo_store::{BestRecord, WeightsStore};
-use dacapo_validator::postprocess::{Parameters, PostProcessor};
+use dacapo_validator::postprocess::{Parameters, PostProcessor, Sweep};
 use dacapo_validator::{
-    JobRequest, Ledger, PostProcess, Prepared, ZarrPath, checkpoint_sha256, plan_job,
+    JobRequest, Ledger, PostProcess, PredictSpec, Prepared, ZarrPath, checkpoint_sha256, plan_job,
     prepare_output,
 };
 
 use crate::RootArg;
+use crate::progress::{LogFormat, ProgressArgs, outcome};
 use crate::submit::{Executor, SlurmOptions};
 use crate::validate::load_frozen;
 
@@ -82,9 +82,8 @@ pub struct PredictArgs {
     /// With `--executor slurm`: wait for the job array and show its progress.
     #[arg(long)]
     pub wait: bool,
-    /// No progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
+    #[command(flatten)]
+    pub progress: ProgressArgs,
     /// Show the progress of the prediction into this output (done/total blocks, blocks in
     /// progress, failed blocks, ETA) and exit.
     #[arg(long, value_name = "ZARR[/ARRAY]", conflicts_with_all = ["run", "input", "output", "iteration", "best"])]
@@ -99,39 +98,21 @@ pub(crate) fn parse_best(text: &str) -> Result<(&str, &str)> {
     }
 }
 
-/// The `DATASET/CRITERION` pairs that have best records in `run_dir`, for error hints.
-pub(crate) fn available_best(run_dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(run_dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let dataset = entry.file_name().to_string_lossy().into_owned();
-        if dataset == "checkpoints" || !entry.path().is_dir() {
-            continue;
-        }
-        let Ok(records) = std::fs::read_dir(entry.path()) else {
-            continue;
-        };
-        for r in records.flatten() {
-            let name = r.file_name().to_string_lossy().into_owned();
-            if let Some(criterion) = name.strip_suffix(".json")
-                && !name.starts_with('.')
-            {
-                out.push(format!("{dataset}/{criterion}"));
-            }
-        }
-    }
-    out.sort();
-    out
+/// The `DATASET/CRITERION` pairs that have best records, for error hints.
+pub(crate) fn available_best(weights: &dyn WeightsStore, run: &RunName) -> Vec<String> {
+    weights
+        .best_records(run)
+        .unwrap_or_default()
+        .iter()
+        .map(|b| format!("{}/{}", b.dataset, b.criterion))
+        .collect()
 }
 
 /// The checkpoint that `--best DATASET/CRITERION` or `--iteration N` selects, and the best
 /// record that chose it; errors list what the run has.
 pub(crate) fn select_checkpoint(
     weights: &dyn WeightsStore,
-    root: &Path,
-    run: &str,
+    run: &RunName,
     best: Option<&str>,
     iteration: Option<u64>,
 ) -> Result<(u64, Option<BestRecord>)> {
@@ -141,7 +122,7 @@ pub(crate) fn select_checkpoint(
             let record = weights
                 .retrieve_best(run, dataset, criterion)
                 .map_err(|e| {
-                    let available = available_best(&root.join(run));
+                    let available = available_best(weights, run);
                     anyhow::anyhow!(
                         "{e}; best records of run `{run}`: {}",
                         if available.is_empty() {
@@ -212,68 +193,71 @@ fn post_process(
     } else {
         text
     };
+    post_process_for(config, dims, id).map(Some)
+}
+
+/// The run's post-processing with the parameter set `id` (e.g. `threshold=0.5`), checked
+/// against the run's task.
+pub(crate) fn post_process_for(
+    config: &dacapo_core::RunConfig,
+    dims: usize,
+    id: &str,
+) -> Result<PostProcess> {
     let parameters = Parameters::from_id(id).map_err(|e| anyhow::anyhow!("--post-process: {e}"))?;
-    let processor = PostProcessor::from_task(&config.task, dims);
+    let processor = PostProcessor::from_task(&config.task, &config.validation.min_sizes, dims);
     let fits = matches!(
-        (&processor, &parameters),
+        (&processor, parameters.sweep),
         (
-            PostProcessor::Distance { .. } | PostProcessor::Binary { .. },
-            Parameters::Threshold(_)
-        ) | (PostProcessor::Affinities { .. }, Parameters::Bias(_))
-            | (PostProcessor::OneHot, Parameters::Argmax)
+            PostProcessor::Distance { .. }
+                | PostProcessor::Binary { .. }
+                | PostProcessor::Watershed { .. },
+            Sweep::Threshold(_)
+        ) | (PostProcessor::Affinities { .. }, Sweep::Bias(_))
+            | (PostProcessor::OneHot, Sweep::Argmax)
     );
     if !fits {
         bail!(
-            "--post-process {id}: the run's {} task is post-processed with {}",
+            "--post-process {id}: the run's {} task is post-processed with {} (optionally \
+             followed by `,min_size=N`)",
             processor.name(),
             match processor {
-                PostProcessor::Distance { .. } | PostProcessor::Binary { .. } => "threshold=VALUE",
+                PostProcessor::Distance { .. }
+                | PostProcessor::Binary { .. }
+                | PostProcessor::Watershed { .. } => "threshold=VALUE",
                 PostProcessor::Affinities { .. } => "bias=VALUE",
                 PostProcessor::OneHot => "argmax",
             }
         );
     }
-    Ok(Some(PostProcess {
+    Ok(PostProcess {
         processor,
         parameters,
-    }))
+    })
 }
 
 /// Runs `dacapo predict`.
-pub fn run(args: &PredictArgs) -> Result<()> {
+pub fn run(args: &PredictArgs, format: LogFormat) -> Result<()> {
     if let Some(output) = &args.status {
         return status::print(output);
     }
-    let (Some(run), Some(input_text), Some(output_text)) = (&args.run, &args.input, &args.output)
+    let (Some(run_arg), Some(input_text), Some(output_text)) =
+        (&args.run, &args.input, &args.output)
     else {
         bail!("give --run, --input and --output (or --status OUTPUT)");
     };
-    let root = &args.root.root;
-    let config = load_frozen(root, run)?;
+    let root = &args.root.resolve();
+    let config = load_frozen(root, run_arg)?;
+    let run = &config.run.name;
     let input_path = ZarrPath::parse(input_text).map_err(anyhow::Error::msg)?;
     let Some(input_array) = input_path.array.as_deref() else {
         bail!("--input {input_text:?} names a container but no array: use CONTAINER.zarr/ARRAY");
     };
     let (output_container, output_array) = output_path(output_text)?;
-    let stores = Stores::open(&config)?;
-    let (iteration, best) = select_checkpoint(
-        &*stores.weights,
-        root,
-        run,
-        args.best.as_deref(),
-        args.iteration,
-    )?;
     let backend_kind = args.backend.unwrap_or(config.run.backend);
     let threads = launch::threads_per_worker(config.run.threads, args.workers, args.executor);
     backend::set_cpu_threads(threads);
-    let device = backend::device(backend_kind)?;
-    let (model, task) = build_model(&config, &device)?;
-    let weights = stores.weights.retrieve_weights(run, iteration)?;
-    let checkpoint = checkpoint_sha256(&weights.model);
-    let model = load_model_tensors(model, &weights.model)?;
-    drop(weights);
-    let source = describe_checkpoint(iteration, best.as_ref());
-
+    let checkpoint = Checkpoint::load(args, &config, backend_kind)?;
+    let model = &checkpoint.model;
     let dims = model.config().dims;
     let input = ZarrArray::open(&input_path.container, input_array, Some(dims))?;
     let normalize = config
@@ -283,19 +267,19 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         .map(|d| d.normalize)
         .unwrap_or_default();
     let normalizer = Normalizer::compute(&input, normalize)?;
-    let post = post_process(args, &config, dims, best.as_ref())?;
+    let post = post_process(args, &config, dims, checkpoint.best.as_ref())?;
     let block_shape = args
         .block_shape
         .clone()
         .or_else(|| config.validation.block_shape.clone());
     let spec = plan_job(&JobRequest {
-        run,
+        run: run.as_str(),
         root,
-        iteration,
-        checkpoint_sha256: checkpoint,
+        iteration: checkpoint.iteration,
+        checkpoint_sha256: checkpoint.sha256.clone(),
         backend: backend_kind.name(),
         net: model.config(),
-        out_channels: task.out_channels(),
+        out_channels: checkpoint.task.out_channels(),
         input: &input,
         normalizer,
         output_container: &output_container,
@@ -304,37 +288,98 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         post_process: post.as_ref().map(|p| &p.parameters),
     })
     .with_context(|| format!("cannot predict {input_text} with run `{run}`"))?;
-    let ledger = Ledger::new(&spec.output.container, &spec.output.array);
-    let _coordinator = ledger.lock_coordinator()?;
-    let prepared = prepare_output(&spec, &input, args.overwrite)?;
-    let total = spec.grid.blocks;
-    let what = format!(
-        "{input_text} with run `{run}` {source} into {}/{output_array}",
-        output_container.display()
-    );
-    match prepared {
-        Prepared::Resumed { done } if done == total => {
-            eprintln!("predicted {what}: all {total} blocks were done already");
-            return Ok(());
-        }
-        Prepared::Resumed { done } => {
-            eprintln!("resuming {what}: {done} of {total} blocks done");
-        }
-        Prepared::Created => {}
-    }
     let local = launch::Local {
-        model: &model,
-        task: &task,
+        model,
+        task: &checkpoint.task,
         post: post.as_ref(),
         threads,
     };
-    let summary = launch::launch(&spec, &ledger, args, &local)
-        .with_context(|| format!("predicting {input_text} with run `{run}` failed"))?;
-    if let Some(summary) = summary {
-        eprintln!(
-            "predicted {what}: {:?} in {} blocks of {:?} ({} workers, {:.1} s)",
-            spec.output.shape, total, spec.grid.output_block, args.workers, summary
+    let what = format!(
+        "{input_text} with run `{run}` {} into {}/{output_array}",
+        describe_checkpoint(checkpoint.iteration, checkpoint.best.as_ref()),
+        output_container.display()
+    );
+    execute(&spec, &input, args, format, &local, &what)
+        .with_context(|| format!("predicting {input_text} with run `{run}` failed"))
+}
+
+/// The checkpoint that `--best` or `--iteration` selects, loaded into its network.
+struct Checkpoint {
+    iteration: u64,
+    best: Option<BestRecord>,
+    sha256: String,
+    model: dacapo_models::UNet,
+    task: dacapo_models::Task,
+}
+
+impl Checkpoint {
+    fn load(args: &PredictArgs, config: &dacapo_core::RunConfig, kind: Backend) -> Result<Self> {
+        let run = &config.run.name;
+        let stores = Stores::open(config)?;
+        let (iteration, best) =
+            select_checkpoint(&*stores.weights, run, args.best.as_deref(), args.iteration)?;
+        let device = backend::device(kind)?;
+        let (model, task) = build_model(config, &device)?;
+        let weights = stores.weights.retrieve_weights(run, iteration)?;
+        let sha256 = checkpoint_sha256(&weights.model);
+        let model = load_model_tensors(model, &weights.model)?;
+        Ok(Self {
+            iteration,
+            best,
+            sha256,
+            model,
+            task,
+        })
+    }
+}
+
+/// Creates or resumes the job's output and runs its workers; `what` names the job in messages.
+fn execute(
+    spec: &PredictSpec,
+    input: &ZarrArray,
+    args: &PredictArgs,
+    format: LogFormat,
+    local: &launch::Local,
+    what: &str,
+) -> Result<()> {
+    let ledger = Ledger::new(&spec.output.container, &spec.output.array);
+    let _coordinator = ledger.lock_coordinator()?;
+    let prepared = prepare_output(spec, input, args.overwrite)?;
+    let total = spec.grid.blocks;
+    let output = spec.output.container.join(&spec.output.array);
+    let event = |event: &str, done: usize, seconds: Option<f64>| {
+        serde_json::json!({
+            "event": event,
+            "run": spec.run,
+            "iteration": spec.iteration,
+            "output": output.display().to_string(),
+            "shape": spec.output.shape,
+            "blocks": total,
+            "done": done,
+            "workers": args.workers,
+            "seconds": seconds,
+        })
+    };
+    match prepared {
+        Prepared::Resumed { done } if done == total => {
+            let text = format!("predicted {what}: all {total} blocks were done already");
+            outcome(format, &text, event("predicted", done, None));
+            return Ok(());
+        }
+        Prepared::Resumed { done } => {
+            let text = format!("resuming {what}: {done} of {total} blocks done");
+            outcome(format, &text, event("resuming", done, None));
+        }
+        Prepared::Created => {}
+    }
+    let progress = args.progress.reporter(format);
+    let seconds = launch::launch(spec, &ledger, args, local, &*progress)?;
+    if let Some(seconds) = seconds {
+        let text = format!(
+            "predicted {what}: {:?} in {total} blocks of {:?} ({} workers, {seconds:.1} s)",
+            spec.output.shape, spec.grid.output_block, args.workers
         );
+        outcome(format, &text, event("predicted", total, Some(seconds)));
     }
     Ok(())
 }

@@ -9,8 +9,7 @@ use anyhow::{Context, Result, bail};
 use dacapo_core::config::Backend;
 use dacapo_models::load_model_tensors;
 use dacapo_runtime::{Stores, backend, build_model};
-use dacapo_validator::postprocess::{Parameters, PostProcessor};
-use dacapo_validator::{BlockWorker, Ledger, PostProcess, checkpoint_sha256};
+use dacapo_validator::{BlockWorker, Ledger, checkpoint_sha256};
 
 use crate::validate::load_frozen;
 
@@ -62,7 +61,9 @@ pub fn run(args: &WorkerArgs) -> Result<()> {
     let device = backend::device(kind)?;
     let (model, task) = build_model(&config, &device)?;
     let stores = Stores::open(&config)?;
-    let weights = stores.weights.retrieve_weights(&spec.run, spec.iteration)?;
+    let weights = stores
+        .weights
+        .retrieve_weights(&config.run.name, spec.iteration)?;
     if checkpoint_sha256(&weights.model) != spec.checkpoint_sha256 {
         bail!(
             "checkpoint {} of run `{}` is not the one this prediction was started with (its \
@@ -73,13 +74,11 @@ pub fn run(args: &WorkerArgs) -> Result<()> {
     }
     let model = load_model_tensors(model, &weights.model)?;
     drop(weights);
-    let post = match &spec.post_process {
-        Some(id) => Some(PostProcess {
-            processor: PostProcessor::from_task(&config.task, model.config().dims),
-            parameters: Parameters::from_id(id)?,
-        }),
-        None => None,
-    };
+    let post = spec
+        .post_process
+        .as_deref()
+        .map(|id| super::post_process_for(&config, model.config().dims, id))
+        .transpose()?;
     eprintln!(
         "worker {worker} of {} (pid {}): predicting {}/{} with run `{}` checkpoint {}",
         args.workers,

@@ -170,6 +170,83 @@ fn logging_defaults_to_tensorboard_under_the_store_root() {
 }
 
 #[test]
+fn trajectory_hashes_of_existing_runs_are_unchanged() {
+    // Hashes written into checkpoints before the post-processing keys existed: a run trained
+    // then must still resume, so adding keys must not change them. (Field-order JSON, as every
+    // binary hashes it; the quickstart checkpoints of main's binary carry the same hashes.)
+    let cases = [
+        ("kind = \"distance\"", "22cff90ce0eb571f6bc732b060ccc814"),
+        ("kind = \"affinities\"", "0b508fcb27b3b774adaa8e43f42dc339"),
+        (
+            "kind = \"affinities\"\nneighborhood = [[1, 0], [0, 1], [3, 0], [0, 3]]\n\
+             loss = \"mse\"\nbiases = [0.5, 0.7]",
+            "9a4f729fe25a17d5332ca1444cd3619b",
+        ),
+        (
+            "kind = \"binary\"\nthresholds = [0.5]",
+            "239493ff09a4b78e5107bd2cd0fed2c2",
+        ),
+        (
+            "kind = \"one_hot\"\nclasses = [\"bg\", \"fg\"]",
+            "9190b4808af757c4b2558edaa357d475",
+        ),
+    ];
+    let got: Vec<String> = cases
+        .iter()
+        .map(|(task, _)| {
+            parse(&MINIMAL.replace("kind = \"distance\"", task))
+                .unwrap()
+                .trajectory_hash()
+        })
+        .collect();
+    let expected: Vec<&str> = cases.iter().map(|(_, hash)| *hash).collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn post_processing_keys_are_not_hashed() {
+    let affinities = MINIMAL.replace("kind = \"distance\"", "kind = \"affinities\"");
+    let base = parse(&affinities).unwrap();
+    let changed = parse(&format!(
+        "{}\n[validation]\nmin_sizes = [0, 7]\n",
+        affinities.replace(
+            "kind = \"affinities\"",
+            "kind = \"affinities\"\npost_process = \"watershed\"\nthresholds = [0.3]",
+        )
+    ))
+    .unwrap();
+    let TaskConfig::Affinities {
+        post_process,
+        thresholds,
+        ..
+    } = &changed.task
+    else {
+        panic!("expected affinities")
+    };
+    assert_eq!(*post_process, AffinityPostProcess::Watershed);
+    assert_eq!(thresholds, &[0.3]);
+    assert_eq!(changed.validation.min_sizes, [0, 7]);
+    assert_eq!(base.trajectory_hash(), changed.trajectory_hash());
+    // The distance task's `thresholds` were always hashed and stay so.
+    let other = parse(&MINIMAL.replace(
+        "kind = \"distance\"",
+        "kind = \"distance\"\nthresholds = [0.1]",
+    ))
+    .unwrap();
+    assert_ne!(
+        parse(MINIMAL).unwrap().trajectory_hash(),
+        other.trajectory_hash()
+    );
+    let err = parse(&affinities.replace(
+        "kind = \"affinities\"",
+        "kind = \"affinities\"\npost_process = \"waterz\"",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("waterz") && err.contains("watershed"), "{err}");
+}
+
+#[test]
 fn toml_round_trip() {
     let c = parse(MINIMAL).unwrap();
     let again = parse(&c.to_toml()).unwrap();
@@ -198,6 +275,20 @@ fn empty_or_non_finite_sweeps_are_rejected() {
     );
     let err = parse(&text).unwrap_err().to_string();
     assert!(err.contains("task.biases"), "{err}");
+    let text = MINIMAL.replace(
+        "kind = \"distance\"",
+        "kind = \"affinities\"\nthresholds = []",
+    );
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("task.thresholds"), "{err}");
+    let err = parse(&format!("{MINIMAL}\n[validation]\nmin_sizes = []\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("validation.min_sizes"), "{err}");
+    let err = parse(&format!("{MINIMAL}\n[validation]\nmin_sizes = [-1]\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("min_sizes"), "{err}");
 }
 
 #[test]

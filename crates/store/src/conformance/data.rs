@@ -3,11 +3,16 @@
 use std::collections::BTreeMap;
 
 use dacapo_core::{
-    Criterion, DType, NamedTensor, ParameterSet, Score, TensorMap, TrainingIterationStats,
+    Criterion, DType, NamedTensor, ParameterSet, RunName, Score, TensorMap, TrainingIterationStats,
     TrainingStats, ValidationIterationScores, ValidationMeta, ValidationScores,
 };
 
 use crate::traits::{BestRecord, TrainState, Weights};
+
+/// `name` as a run name (the checks use valid names only).
+pub fn run_name(name: &str) -> RunName {
+    RunName::new(name).unwrap_or_else(|e| panic!("test run name: {e}"))
+}
 
 /// Deterministic pseudo-random f32 values in [-0.5, 0.5) from a seed (xorshift).
 pub fn values(seed: u64, n: usize) -> Vec<f32> {

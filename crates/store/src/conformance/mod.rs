@@ -48,8 +48,9 @@ macro_rules! stats_store_tests {
             validation_sparse_and_empty_tables,
             validation_random_sequences,
             runs_are_independent,
-            invalid_run_names_are_rejected,
+            validation_delete,
             concurrent_writers_and_readers,
+            readers_see_whole_validations,
         );
     };
 }
@@ -67,6 +68,7 @@ macro_rules! weights_store_tests {
             invalid_names_are_rejected,
             remove_updates_latest,
             best_records,
+            best_records_are_listed_and_removed,
             retention_keeps_newest_and_best,
             large_and_empty_checkpoints,
             concurrent_runs,

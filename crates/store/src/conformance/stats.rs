@@ -1,20 +1,21 @@
 //! Checks of [`StatsStore`] semantics (the contract of `FileStatsStore`, DESIGN.md).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use dacapo_core::{
-    CoreError, Score, TrainingIterationStats, TrainingStats, ValidationIterationScores,
+    RunName, Score, TrainingIterationStats, TrainingStats, ValidationIterationScores,
     ValidationScores,
 };
 
-use super::data::{Rng, iter_scores, meta, rec, same_scores, same_stats, sample_scores, stats};
-use crate::error::StoreError;
+use super::data::{
+    Rng, iter_scores, meta, rec, run_name, same_scores, same_stats, sample_scores, stats,
+};
 use crate::traits::StatsStore;
 
 type Open<'a> = &'a dyn Fn() -> Box<dyn StatsStore>;
 
-fn assert_training(s: &dyn StatsStore, run: &str, expected: &TrainingStats, what: &str) {
+fn assert_training(s: &dyn StatsStore, run: &RunName, expected: &TrainingStats, what: &str) {
     let back = s
         .retrieve_training_stats(run)
         .unwrap_or_else(|e| panic!("{what}: retrieve_training_stats({run}) failed: {e}"));
@@ -26,7 +27,7 @@ fn assert_training(s: &dyn StatsStore, run: &str, expected: &TrainingStats, what
     );
 }
 
-fn assert_scores(s: &dyn StatsStore, run: &str, expected: &ValidationScores, what: &str) {
+fn assert_scores(s: &dyn StatsStore, run: &RunName, expected: &ValidationScores, what: &str) {
     let back = s
         .retrieve_validation_iteration_scores(run)
         .unwrap_or_else(|e| panic!("{what}: retrieve_validation_iteration_scores({run}): {e}"));
@@ -40,7 +41,7 @@ fn assert_scores(s: &dyn StatsStore, run: &str, expected: &ValidationScores, wha
 /// new one; storing the same stats again or one more iteration keeps them equal.
 pub fn training_round_trip(open: Open<'_>) {
     let s = open();
-    let run = "train-round-trip";
+    let run = &run_name("train-round-trip");
     assert!(s.retrieve_training_stats(run).unwrap().is_empty());
     let mut st = stats(0..50, 0);
     s.store_training_stats(run, &st).unwrap();
@@ -53,17 +54,22 @@ pub fn training_round_trip(open: Open<'_>) {
     assert_training(&*open(), run, &st, "read by a new handle");
     // Stats need not start at 0 (a run resumed after its stats were deleted).
     let late = stats(1000..1010, 0);
-    s.store_training_stats("train-round-trip-late", &late)
+    s.store_training_stats(&run_name("train-round-trip-late"), &late)
         .unwrap();
-    assert_training(&*open(), "train-round-trip-late", &late, "stats from 1000");
+    assert_training(
+        &*open(),
+        &run_name("train-round-trip-late"),
+        &late,
+        "stats from 1000",
+    );
     s.sync(run).unwrap();
-    s.sync("train-round-trip-never-stored").unwrap();
+    s.sync(&run_name("train-round-trip-never-stored")).unwrap();
 }
 
 /// NaN, infinities, -0, subnormals and extremes survive bit for bit.
 pub fn training_special_values(open: Open<'_>) {
     let s = open();
-    let run = "train-special";
+    let run = &run_name("train-special");
     let specials = [
         f64::NAN,
         f64::INFINITY,
@@ -101,7 +107,7 @@ pub fn training_special_values(open: Open<'_>) {
 /// from the first difference on; the caller's stats take priority.
 pub fn training_divergence_takes_priority(open: Open<'_>) {
     let s = open();
-    let run = "train-diverge";
+    let run = &run_name("train-diverge");
     s.store_training_stats(run, &stats(0..100, 0)).unwrap();
     // Resume from checkpoint 40: the trainer cuts its stats back, then trains differently.
     let mut st = s.retrieve_training_stats(run).unwrap();
@@ -150,7 +156,7 @@ pub fn training_divergence_takes_priority(open: Open<'_>) {
 /// Deleting removes the training stats (no error when there are none) and nothing else.
 pub fn training_delete(open: Open<'_>) {
     let s = open();
-    let run = "train-delete";
+    let run = &run_name("train-delete");
     s.delete_training_stats(run).unwrap();
     s.store_training_stats(run, &stats(0..5, 0)).unwrap();
     s.store_validation_iteration_scores(run, &sample_scores())
@@ -186,7 +192,7 @@ pub fn training_delete(open: Open<'_>) {
 /// lose or duplicate records.
 pub fn training_handles_take_turns(open: Open<'_>) {
     let (a, b) = (open(), open());
-    let run = "train-turns";
+    let run = &run_name("train-turns");
     a.store_training_stats(run, &stats(0..5, 0)).unwrap();
     b.store_training_stats(run, &stats(0..7, 0)).unwrap();
     assert_training(&*a, run, &stats(0..7, 0), "b extended a's stats");
@@ -202,7 +208,7 @@ pub fn training_handles_take_turns(open: Open<'_>) {
 /// Random store/cut back/extend/reopen sequences read back exactly what was stored last.
 pub fn training_random_sequences(open: Open<'_>) {
     for seed in 0..24u64 {
-        let run = format!("train-random-{seed}");
+        let run = run_name(&format!("train-random-{seed}"));
         let mut rng = Rng::new(seed + 1);
         let start = rng.below(1000);
         let mut s = open();
@@ -243,7 +249,7 @@ pub fn training_random_sequences(open: Open<'_>) {
 /// validations up to the checkpoint and adds new ones; unknown runs read as empty.
 pub fn validation_round_trip(open: Open<'_>) {
     let s = open();
-    let run = "val-round-trip";
+    let run = &run_name("val-round-trip");
     let empty = s.retrieve_validation_iteration_scores(run).unwrap();
     assert_eq!(empty, ValidationScores::default(), "unknown run");
     let v = sample_scores();
@@ -288,7 +294,7 @@ pub fn validation_round_trip(open: Open<'_>) {
 /// Metadata without scores is stored; changed metadata replaces every stored score.
 pub fn validation_meta_only_and_meta_change(open: Open<'_>) {
     let s = open();
-    let run = "val-meta";
+    let run = &run_name("val-meta");
     let only = ValidationScores::new(meta());
     s.store_validation_iteration_scores(run, &only).unwrap();
     assert_scores(&*open(), run, &only, "metadata only");
@@ -317,7 +323,7 @@ pub fn validation_meta_only_and_meta_change(open: Open<'_>) {
 /// Scores of an iteration between stored ones are stored (iterations stay ordered).
 pub fn validation_inserted_in_the_middle(open: Open<'_>) {
     let s = open();
-    let run = "val-middle";
+    let run = &run_name("val-middle");
     let mut v = ValidationScores::new(meta());
     for it in [100, 300] {
         v.add_iteration_scores(iter_scores(it, [[0.5; 2]; 2]))
@@ -344,7 +350,7 @@ pub fn validation_inserted_in_the_middle(open: Open<'_>) {
 /// Tables that lack some values, or are empty at any level, read back as stored.
 pub fn validation_sparse_and_empty_tables(open: Open<'_>) {
     let s = open();
-    let run = "val-sparse";
+    let run = &run_name("val-sparse");
     let mut m = meta();
     m.datasets.push("val1".into());
     let mut v = ValidationScores::new(m);
@@ -379,7 +385,7 @@ pub fn validation_sparse_and_empty_tables(open: Open<'_>) {
 /// Random add/cut back/store/reopen sequences of validations read back exactly.
 pub fn validation_random_sequences(open: Open<'_>) {
     for seed in 0..12u64 {
-        let run = format!("val-random-{seed}");
+        let run = run_name(&format!("val-random-{seed}"));
         let mut rng = Rng::new(seed + 100);
         let mut s = open();
         let mut mem = ValidationScores::new(meta());
@@ -412,7 +418,7 @@ pub fn validation_random_sequences(open: Open<'_>) {
 /// Storing or deleting one run leaves every other run as it was.
 pub fn runs_are_independent(open: Open<'_>) {
     let s = open();
-    let (a, b) = ("indep-a", "indep-b");
+    let (a, b) = (&run_name("indep-a"), &run_name("indep-b"));
     s.store_training_stats(a, &stats(0..20, 0)).unwrap();
     s.store_training_stats(b, &stats(0..10, 1)).unwrap();
     s.store_validation_iteration_scores(a, &sample_scores())
@@ -424,38 +430,42 @@ pub fn runs_are_independent(open: Open<'_>) {
     let empty = s.retrieve_validation_iteration_scores(b).unwrap();
     assert_eq!(empty, ValidationScores::default(), "no scores stored for b");
     // Names that are prefixes of one another are different runs.
-    s.store_training_stats("indep-b.1", &stats(0..3, 5))
+    s.store_training_stats(&run_name("indep-b.1"), &stats(0..3, 5))
         .unwrap();
     assert_training(&*open(), b, &stats(0..10, 1), "prefix-named run");
-    assert_training(&*open(), "indep-b.1", &stats(0..3, 5), "prefix-named run");
+    assert_training(
+        &*open(),
+        &run_name("indep-b.1"),
+        &stats(0..3, 5),
+        "prefix-named run",
+    );
 }
 
-/// Invalid run names are rejected by every call with [`CoreError::InvalidName`].
-pub fn invalid_run_names_are_rejected(open: Open<'_>) {
+/// Deleting a run's validation scores leaves no scores and no metadata, from this handle and
+/// a new one, keeps its training stats, and is not an error when there is nothing to delete;
+/// the run can then be validated again.
+pub fn validation_delete(open: Open<'_>) {
     let s = open();
-    let is_name_err = |r: Result<(), StoreError>| {
-        matches!(r, Err(StoreError::Core(CoreError::InvalidName { .. })))
-    };
-    for bad in ["../x", "/abs", ".", "", "a b", "-x", &"x".repeat(129)] {
-        assert!(
-            is_name_err(s.store_training_stats(bad, &stats(0..1, 0))),
-            "{bad:?}"
-        );
-        assert!(
-            is_name_err(s.retrieve_training_stats(bad).map(|_| ())),
-            "{bad:?}"
-        );
-        assert!(
-            is_name_err(s.store_validation_iteration_scores(bad, &sample_scores())),
-            "{bad:?}"
-        );
-        assert!(
-            is_name_err(s.retrieve_validation_iteration_scores(bad).map(|_| ())),
-            "{bad:?}"
-        );
-        assert!(is_name_err(s.delete_training_stats(bad)), "{bad:?}");
-        assert!(is_name_err(s.sync(bad)), "{bad:?}");
+    let run = &run_name("val-delete");
+    s.delete_validation_scores(run).unwrap();
+    let training = stats(0..5, 0);
+    s.store_training_stats(run, &training).unwrap();
+    s.store_validation_iteration_scores(run, &sample_scores())
+        .unwrap();
+    s.delete_validation_scores(run).unwrap();
+    for handle in [&*s, &*open()] {
+        assert_scores(handle, run, &ValidationScores::default(), "after deleting");
+        assert_training(handle, run, &training, "after deleting the scores");
     }
+    s.delete_validation_scores(run).unwrap();
+    s.store_validation_iteration_scores(run, &sample_scores())
+        .unwrap();
+    assert_scores(
+        &*open(),
+        run,
+        &sample_scores(),
+        "stored again after deleting",
+    );
 }
 
 /// Eight writers on eight runs at once (one shared handle), each storing every few
@@ -470,7 +480,7 @@ pub fn concurrent_writers_and_readers(open: Open<'_>) {
         for r in 0..RUNS {
             let writer = Arc::clone(&writer);
             writers.push(scope.spawn(move || {
-                let run = format!("concurrent-{r}");
+                let run = run_name(&format!("concurrent-{r}"));
                 let mut st = TrainingStats::new();
                 let mut scores = ValidationScores::new(meta());
                 for i in 0..ITERATIONS {
@@ -497,7 +507,7 @@ pub fn concurrent_writers_and_readers(open: Open<'_>) {
                 let mut reads = 0u64;
                 while !done.load(Ordering::Relaxed) || reads < 4 {
                     let r = (reads + reader) % RUNS;
-                    let run = format!("concurrent-{r}");
+                    let run = run_name(&format!("concurrent-{r}"));
                     let got = reader_store.retrieve_training_stats(&run).unwrap();
                     let expected = stats(0..got.len() as u64, r);
                     assert!(
@@ -522,7 +532,7 @@ pub fn concurrent_writers_and_readers(open: Open<'_>) {
     });
     let fresh = open();
     for r in 0..RUNS {
-        let run = format!("concurrent-{r}");
+        let run = run_name(&format!("concurrent-{r}"));
         assert_training(
             &*fresh,
             &run,
@@ -538,4 +548,90 @@ pub fn concurrent_writers_and_readers(open: Open<'_>) {
             (ITERATIONS / 100) as usize
         );
     }
+}
+
+/// Readers of a run's validation scores, while its first validation is stored and while its
+/// validation metadata is replaced (every score rewritten), always see a whole state: no
+/// scores, metadata without scores, or one of the stored states; never an error.
+///
+/// Repeated over many runs, with readers polling the run being written, so that a store
+/// whose readers can see a half-written state fails this check reliably (FileStatsStore
+/// once read `meta.json` before and `scores.jsonl` after a first validation was stored, and
+/// reported "meta.json is missing but scores.jsonl has scores").
+pub fn readers_see_whole_validations(open: Open<'_>) {
+    const RUNS: usize = 150;
+    let writer = open();
+    let first = {
+        let mut v = ValidationScores::new(meta());
+        v.add_iteration_scores(iter_scores(2, [[0.5, 1.0], [0.6, 2.0]]))
+            .unwrap();
+        v
+    };
+    let mut second = first.clone();
+    second
+        .add_iteration_scores(iter_scores(4, [[0.7, 0.5], [0.8, 0.4]]))
+        .unwrap();
+    let mut other_meta = meta();
+    other_meta.parameters.truncate(1);
+    other_meta.criteria.truncate(1);
+    let mut replaced = ValidationScores::new(other_meta.clone());
+    let mut one = iter_scores(6, [[0.9, 0.0], [0.0, 0.0]]);
+    for per_param in one.scores.values_mut() {
+        per_param.retain(|p, _| p == "threshold=0.25");
+        for per_crit in per_param.values_mut() {
+            per_crit.retain(|c, _| c == "dice");
+        }
+    }
+    replaced.add_iteration_scores(one).unwrap();
+    let stored = [first, second, replaced];
+    // Whole states: nothing yet, metadata without scores yet (a store may write the two in
+    // separate steps), or one of the stored states.
+    let mut states = vec![
+        ValidationScores::default(),
+        ValidationScores::new(meta()),
+        ValidationScores::new(other_meta),
+    ];
+    states.extend(stored.iter().cloned());
+    let current = AtomicUsize::new(0);
+    let done = AtomicBool::new(false);
+    let failures = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let reader = open();
+                let (current, done, states) = (&current, &done, &states);
+                scope.spawn(move || {
+                    let mut failures = Vec::new();
+                    while !done.load(Ordering::Acquire) {
+                        let run = run_name(&format!("race-{}", current.load(Ordering::Acquire)));
+                        match reader.retrieve_validation_iteration_scores(&run) {
+                            Ok(v) if states.iter().any(|s| same_scores(s, &v)) => {}
+                            Ok(v) => failures.push(format!("`{run}` read as {v:?}")),
+                            Err(e) => failures.push(format!("`{run}`: {e}")),
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        for r in 0..RUNS {
+            current.store(r, Ordering::Release);
+            let run = run_name(&format!("race-{r}"));
+            for state in &stored {
+                writer
+                    .store_validation_iteration_scores(&run, state)
+                    .unwrap_or_else(|e| panic!("storing the validations of `{run}`: {e}"));
+            }
+        }
+        done.store(true, Ordering::Release);
+        readers
+            .into_iter()
+            .flat_map(|r| r.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} reads saw a half-stored validation, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
 }

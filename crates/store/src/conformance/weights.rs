@@ -3,7 +3,7 @@
 
 use dacapo_core::{CoreError, DType, NamedTensor, TensorMap};
 
-use super::data::{best, weights, weights_sized};
+use super::data::{best, run_name, weights, weights_sized};
 use crate::error::StoreError;
 use crate::traits::{TrainState, Weights, WeightsStore};
 
@@ -12,7 +12,7 @@ type Open<'a> = &'a dyn Fn() -> Box<dyn WeightsStore>;
 /// Every dtype, scalars and empty tensors round trip; the stored checkpoint is the latest.
 pub fn round_trip_all_dtypes(open: Open<'_>) {
     let s = open();
-    let run = "w-dtypes";
+    let run = &run_name("w-dtypes");
     let mut w = weights(100);
     for (name, dtype, shape) in [
         ("scalar", DType::F64, vec![]),
@@ -42,7 +42,7 @@ pub fn round_trip_all_dtypes(open: Open<'_>) {
 /// [`StoreError::NotFound`] naming the checkpoint.
 pub fn missing_run_and_iteration(open: Open<'_>) {
     let s = open();
-    let run = "w-missing";
+    let run = &run_name("w-missing");
     assert_eq!(s.latest_iteration(run).unwrap(), None);
     assert_eq!(s.iterations(run).unwrap(), Vec::<u64>::new());
     let err = s.retrieve_weights(run, 5).unwrap_err();
@@ -76,7 +76,7 @@ pub fn missing_run_and_iteration(open: Open<'_>) {
 /// otherwise, from this handle and a new one; the stored content is unchanged.
 pub fn duplicate_iteration_is_idempotent_or_an_error(open: Open<'_>) {
     let s = open();
-    let run = "w-duplicate";
+    let run = &run_name("w-duplicate");
     s.store_weights(run, 10, &weights(10)).unwrap();
     s.store_weights(run, 10, &weights(10)).unwrap();
     let mut other = weights(10);
@@ -105,7 +105,7 @@ pub fn duplicate_iteration_is_idempotent_or_an_error(open: Open<'_>) {
 /// rejected and leave no checkpoint.
 pub fn invalid_weights_are_rejected(open: Open<'_>) {
     let s = open();
-    let run = "w-invalid";
+    let run = &run_name("w-invalid");
     let err = s.store_weights(run, 11, &weights(10)).unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");
     let mut w = weights(10);
@@ -132,33 +132,20 @@ pub fn invalid_names_are_rejected(open: Open<'_>) {
     let is_name_err = |r: Result<(), StoreError>| {
         matches!(r, Err(StoreError::Core(CoreError::InvalidName { .. })))
     };
+    // Run names cannot be invalid: a `RunName` is checked when it is made.
+    let run = &run_name("w-names");
     for bad in ["../x", "/abs", ".", "", "..", "a/b", ".hidden"] {
-        assert!(is_name_err(s.store_weights(bad, 1, &weights(1))), "{bad:?}");
-        assert!(is_name_err(s.latest_iteration(bad).map(|_| ())), "{bad:?}");
+        assert!(dacapo_core::RunName::new(bad).is_err(), "{bad:?}");
         assert!(
-            is_name_err(s.retrieve_weights(bad, 1).map(|_| ())),
-            "{bad:?}"
-        );
-        assert!(is_name_err(s.remove(bad, 1)), "{bad:?}");
-        assert!(is_name_err(s.iterations(bad).map(|_| ())), "{bad:?}");
-        assert!(
-            is_name_err(s.apply_retention(bad, 1).map(|_| ())),
+            is_name_err(s.retrieve_best(run, bad, "c").map(|_| ())),
             "{bad:?}"
         );
         assert!(
-            is_name_err(s.retrieve_best(bad, "d", "c").map(|_| ())),
+            is_name_err(s.retrieve_best(run, "d", bad).map(|_| ())),
             "{bad:?}"
         );
-        assert!(
-            is_name_err(s.retrieve_best("r", bad, "c").map(|_| ())),
-            "{bad:?}"
-        );
-        assert!(
-            is_name_err(s.retrieve_best("r", "d", bad).map(|_| ())),
-            "{bad:?}"
-        );
+        assert!(is_name_err(s.remove_best(run, bad, "c")), "{bad:?}");
     }
-    let run = "w-names";
     s.store_weights(run, 1, &weights(1)).unwrap();
     for bad in ["../x", "/abs", ".", ""] {
         let r = s.store_best(run, &best(1, bad, "dice", 0.5));
@@ -174,10 +161,44 @@ pub fn invalid_names_are_rejected(open: Open<'_>) {
     }
 }
 
+/// `best_records` lists every stored record in (dataset, criterion) order, from this handle
+/// and a new one; `remove_best` deletes one (and is no error when it is gone) and leaves the
+/// checkpoint it pointed to.
+pub fn best_records_are_listed_and_removed(open: Open<'_>) {
+    let s = open();
+    let run = &run_name("w-best-list");
+    assert!(s.best_records(run).unwrap().is_empty());
+    for n in [10, 20] {
+        s.store_weights(run, n, &weights(n)).unwrap();
+    }
+    let records = [
+        best(20, "val1", "dice", 0.5),
+        best(10, "val0", "voi", 0.25),
+        best(20, "val0", "dice", 0.75),
+    ];
+    for r in &records {
+        s.store_best(run, r).unwrap();
+    }
+    let sorted = vec![records[2].clone(), records[1].clone(), records[0].clone()];
+    assert_eq!(s.best_records(run).unwrap(), sorted);
+    assert_eq!(open().best_records(run).unwrap(), sorted);
+    s.remove_best(run, "val0", "voi").unwrap();
+    s.remove_best(run, "val0", "voi").unwrap();
+    assert_eq!(
+        open().best_records(run).unwrap(),
+        vec![records[2].clone(), records[0].clone()]
+    );
+    assert!(matches!(
+        s.retrieve_best(run, "val0", "voi"),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(s.iterations(run).unwrap(), [10, 20]);
+}
+
 /// Removing checkpoints moves the latest back; storing an older one does not.
 pub fn remove_updates_latest(open: Open<'_>) {
     let s = open();
-    let run = "w-remove";
+    let run = &run_name("w-remove");
     for n in [10, 20, 30] {
         s.store_weights(run, n, &weights(n)).unwrap();
     }
@@ -202,7 +223,7 @@ pub fn remove_updates_latest(open: Open<'_>) {
 /// overwritten by a new record and are [`StoreError::NotFound`] when absent.
 pub fn best_records(open: Open<'_>) {
     let s = open();
-    let run = "w-best";
+    let run = &run_name("w-best");
     let err = s
         .store_best(run, &best(10, "val0", "dice", 0.9))
         .unwrap_err();
@@ -235,7 +256,7 @@ pub fn best_records(open: Open<'_>) {
 /// Retention keeps the newest `keep_last` (at least one) and every best checkpoint.
 pub fn retention_keeps_newest_and_best(open: Open<'_>) {
     let s = open();
-    let run = "w-retention";
+    let run = &run_name("w-retention");
     for n in 1..=10 {
         s.store_weights(run, n * 10, &weights(n * 10)).unwrap();
     }
@@ -256,7 +277,7 @@ pub fn retention_keeps_newest_and_best(open: Open<'_>) {
 /// A checkpoint of about 12 MB and one without tensors round trip.
 pub fn large_and_empty_checkpoints(open: Open<'_>) {
     let s = open();
-    let run = "w-large";
+    let run = &run_name("w-large");
     let w = weights_sized(5, 1 << 20);
     s.store_weights(run, 5, &w).unwrap();
     assert_eq!(open().retrieve_weights(run, 5).unwrap(), w);
@@ -277,7 +298,7 @@ pub fn concurrent_runs(open: Open<'_>) {
         for r in 0..4u64 {
             let s = std::sync::Arc::clone(&shared);
             scope.spawn(move || {
-                let run = format!("w-concurrent-{r}");
+                let run = run_name(&format!("w-concurrent-{r}"));
                 for n in 1..=3u64 {
                     let it = n * 10 + r;
                     s.store_weights(&run, it, &weights(it)).unwrap();
@@ -287,7 +308,7 @@ pub fn concurrent_runs(open: Open<'_>) {
     });
     let s = open();
     for r in 0..4u64 {
-        let run = format!("w-concurrent-{r}");
+        let run = run_name(&format!("w-concurrent-{r}"));
         assert_eq!(s.iterations(&run).unwrap(), vec![10 + r, 20 + r, 30 + r]);
         assert_eq!(s.retrieve_weights(&run, 30 + r).unwrap(), weights(30 + r));
     }

@@ -4,68 +4,31 @@
 use std::path::{Path, PathBuf};
 
 use dacapo_core::RunConfig;
+use dacapo_core::testing::TinyRun;
 use dacapo_core::{ValidationIterationScores, ValidationMeta};
 use dacapo_models::{Task, UNet};
-use dacapo_runtime::{Stores, Validate};
+use dacapo_runtime::{Progress, Stores, Validate};
 use dacapo_trainer::TrainOptions;
-use indicatif::MultiProgress;
 
-/// A tiny 2D distance run on synthetic cells under `dir`: `fmaps 4`, one downsample, 44²
-/// inputs, validating every `interval` steps on a 64² synthetic validation array.
+/// A tiny 2D distance run on synthetic cells under `dir` (see [`TinyRun`]), validating every
+/// `interval` steps on the synthetic validation array and keeping one checkpoint besides the
+/// best ones.
 pub fn tiny_config(dir: &Path, name: &str, train_until: u64, interval: u64) -> RunConfig {
-    let d = dir.display();
-    let text = format!(
-        r#"
-[run]
-name = "{name}"
-train_until = {train_until}
-validation_interval = {interval}
-seed = 3
+    TinyRun::new(name, dir)
+        .schedule(train_until, interval)
+        .validate()
+        .keep_last(1)
+        .build()
+}
 
-[task]
-kind = "distance"
-scale_factor = 5.0
-
-[architecture]
-kind = "unet"
-dims = 2
-fmaps = 4
-fmap_inc_factor = 2
-downsample_factors = [[2, 2]]
-input_shape = [44, 44]
-
-[trainer]
-batch_size = 1
-learning_rate = 1e-3
-augment = []
-
-[datasplit]
-train = [{{ zarr = "{d}/data.zarr", raw = "raw", gt = "labels" }}]
-validate = [{{ name = "val", zarr = "{d}/data.zarr", raw = "raw_val", gt = "labels_val" }}]
-
-[datasplit.synthetic]
-zarr = "{d}/data.zarr"
-shape = [64, 64]
-seed = 1
-objects = 6
-
-[stores]
-root = "{d}/runs"
-keep_last = 1
-
-[validation]
-block_shape = [44, 44]
-"#
-    );
-    RunConfig::from_toml(&text, Path::new("tiny.toml")).unwrap()
+/// `name` as a run name.
+pub fn run_name(name: &str) -> dacapo_core::RunName {
+    dacapo_core::RunName::new(name).unwrap()
 }
 
 /// Options without progress output.
 pub fn quiet() -> TrainOptions {
-    TrainOptions {
-        progress: false,
-        ..TrainOptions::default()
-    }
+    TrainOptions::default()
 }
 
 /// The run directory of `config`.
@@ -108,7 +71,7 @@ impl<V: Validate> Validate for Recording<V> {
         iteration: u64,
         model: &UNet,
         task: &Task,
-        progress: &MultiProgress,
+        progress: &dyn Progress,
     ) -> Result<ValidationIterationScores, Box<dyn std::error::Error + Send + Sync>> {
         self.validated.push(iteration);
         self.inner.validate(iteration, model, task, progress)

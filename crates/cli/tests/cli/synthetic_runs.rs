@@ -1,10 +1,8 @@
 //! Synthetic runs written through the stores, for the `runs` and `plot` command tests.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use dacapo_core::{
     Criterion, NamedTensor, ParameterSet, Score, TensorMap, TrainingIterationStats, TrainingStats,
@@ -14,29 +12,7 @@ use dacapo_store::{
     BestRecord, FileStatsStore, LocalWeightsStore, StatsStore, TrainState, Weights, WeightsStore,
 };
 
-/// A minimal frozen config for run `name`.
-pub fn config_toml(name: &str, train_until: u64, interval: u64) -> String {
-    format!(
-        r#"[run]
-name = "{name}"
-train_until = {train_until}
-validation_interval = {interval}
-
-[task]
-kind = "distance"
-
-[architecture]
-kind = "unet"
-dims = 2
-downsample_factors = [[2, 2]]
-input_shape = [64, 64]
-
-[datasplit]
-train = [{{ zarr = "data/cells.zarr", raw = "raw", gt = "labels" }}]
-validate = [{{ name = "val0", zarr = "data/cells.zarr", raw = "raw_val", gt = "labels_val" }}]
-"#
-    )
-}
+use crate::util::{dacapo, run_name, tiny};
 
 /// The loss of step `i` of the synthetic runs: decays over two decades, with a wiggle.
 pub fn loss(i: u64) -> f64 {
@@ -60,12 +36,15 @@ pub const THRESHOLDS: [f64; 2] = [0.25, 0.5];
 /// Writes run `name` under `root`: config, `trained` steps of stats, checkpoints and
 /// validations every `interval` steps up to `trained`, and best records.
 pub fn make_run(root: &Path, name: &str, train_until: u64, interval: u64, trained: u64) {
+    let config = tiny(root, name)
+        .root(root)
+        .schedule(train_until, interval)
+        .validate()
+        .with(|c| c.datasplit.validate[0].name = Some("val0".into()))
+        .toml();
     std::fs::create_dir_all(root.join(name)).unwrap();
-    std::fs::write(
-        root.join(name).join("run.toml"),
-        config_toml(name, train_until, interval),
-    )
-    .unwrap();
+    std::fs::write(root.join(name).join("run.toml"), config).unwrap();
+    let run = &run_name(name);
     let weights = LocalWeightsStore::new(root).with_fsync(false);
     let stats_store = FileStatsStore::new(root);
 
@@ -75,7 +54,7 @@ pub fn make_run(root: &Path, name: &str, train_until: u64, interval: u64, traine
         time: 0.01,
     }))
     .unwrap();
-    stats_store.store_training_stats(name, &stats).unwrap();
+    stats_store.store_training_stats(run, &stats).unwrap();
 
     let meta = ValidationMeta {
         parameters: THRESHOLDS
@@ -100,7 +79,7 @@ pub fn make_run(root: &Path, name: &str, train_until: u64, interval: u64, traine
             optimizer: TensorMap::new(),
             state: TrainState::new(n, "hash", "flex", 42),
         };
-        weights.store_weights(name, n, &w).unwrap();
+        weights.store_weights(run, n, &w).unwrap();
         let per_param = THRESHOLDS
             .iter()
             .map(|&t| {
@@ -122,44 +101,21 @@ pub fn make_run(root: &Path, name: &str, train_until: u64, interval: u64, traine
         n += interval;
     }
     stats_store
-        .store_validation_iteration_scores(name, &scores)
+        .store_validation_iteration_scores(run, &scores)
         .unwrap();
     for c in ["dice", "voi"] {
         if let Some(b) = scores.best("val0", c) {
             let rec = BestRecord::from_best(&b, c == "dice");
-            weights.store_best(name, &rec).unwrap();
+            weights.store_best(run, &rec).unwrap();
         }
     }
 }
 
-/// Runs the `dacapo` binary on the stores under `root` (through `DACAPO_ROOT`).
-pub fn dacapo(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dacapo"))
+/// Runs `dacapo args...` on the stores under `root` (through `DACAPO_ROOT`).
+pub fn at_root(root: &Path, args: &[&str]) -> Output {
+    dacapo()
         .args(args)
         .env("DACAPO_ROOT", root)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-/// Stdout of a command that must succeed.
-pub fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\nstdout: {}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-/// Stderr of a command that must fail.
-pub fn fails(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "unexpectedly succeeded: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stderr.clone()).unwrap()
 }

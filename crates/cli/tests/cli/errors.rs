@@ -1,29 +1,23 @@
 //! What `dacapo train` says when the input is wrong: each message names the problem (file,
 //! key, array, feature, holder) and the fix, and nothing is trained.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::Command;
 
-mod tiny;
+use crate::util::{dacapo, fails, run_name, tiny};
 
-fn config(root: &Path, data: &Path) -> String {
-    tiny::config("errors", root, data, (4, 2), false, "")
-}
-
-/// Runs `dacapo train` on `text` (and `extra` arguments); returns its stderr, asserting failure.
+/// Runs `dacapo train` on `text` (and `extra` arguments); returns its stderr, asserting
+/// that it failed and trained nothing.
 fn train_fails(dir: &Path, text: &str, extra: &[&str]) -> String {
     let cfg = dir.join("run.toml");
     std::fs::write(&cfg, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_dacapo"))
-        .args(["train", "--no-progress"])
-        .args(extra)
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    eprintln!("{err}");
-    assert!(!out.status.success(), "expected a failure: {err}");
+    let err = fails(
+        &dacapo()
+            .arg("train")
+            .args(extra)
+            .arg(&cfg)
+            .output()
+            .unwrap(),
+    );
     assert!(
         !dir.join("runs/errors/checkpoints").exists(),
         "nothing may be trained: {err}"
@@ -31,9 +25,14 @@ fn train_fails(dir: &Path, text: &str, extra: &[&str]) -> String {
     err
 }
 
+/// A temp dir and the TOML text of the tiny run `errors` in it.
 fn setup() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
-    let text = config(&dir.path().join("runs"), &dir.path().join("data.zarr"));
+    let text = tiny(dir.path(), "errors").toml();
+    assert!(
+        text.starts_with("[run]\nname = \"errors\"\ntrain_until = "),
+        "{text}"
+    );
     (dir, text)
 }
 
@@ -45,11 +44,13 @@ fn a_typo_in_a_key_names_the_key_the_file_and_the_line() {
         &text.replace("train_until", "train_untill"),
         &[],
     );
-    assert!(err.contains("train_untill"), "{err}");
+    assert!(err.contains("`train_untill`"), "{err}");
     assert!(err.contains("run.toml"), "{err}");
     assert!(err.contains("line 3") || err.contains(":3:"), "{err}");
+    // The keys that would be right are listed; the typo itself contains `train_until`, so
+    // only the quoted name (closing quote right after it) shows the list.
     assert!(
-        err.contains("train_until"),
+        err.contains("`train_until`") && err.contains("`validation_interval`"),
         "the expected keys are listed: {err}"
     );
 }
@@ -69,22 +70,13 @@ fn a_missing_zarr_array_names_the_container_and_the_array() {
 #[test]
 fn an_unknown_or_missing_backend_names_the_choices_or_the_feature() {
     let (dir, text) = setup();
-    let err = train_fails(
-        dir.path(),
-        &text.replace(
-            "validation_interval = 2\n",
-            "validation_interval = 2\nbackend = \"metal\"\n",
-        ),
-        &[],
-    );
+    let metal = text.replace("backend = \"flex\"", "backend = \"metal\"");
+    assert_ne!(metal, text);
+    let err = train_fails(dir.path(), &metal, &[]);
     assert!(err.contains("metal") && err.contains("flex"), "{err}");
     if !cfg!(feature = "cuda") {
         let err = train_fails(dir.path(), &text, &["--backend", "cuda"]);
-        assert!(
-            err.contains("--features cuda") || err.contains("feature"),
-            "{err}"
-        );
-        assert!(err.contains("cuda"), "{err}");
+        assert!(err.contains("--features cuda"), "{err}");
     }
 }
 
@@ -111,8 +103,11 @@ fn a_run_name_with_a_slash_is_refused() {
 fn a_locked_run_names_the_process_holding_it() {
     let (dir, text) = setup();
     let root = dir.path().join("runs");
-    let _lock = dacapo_store::RunLock::acquire(&root, "errors").unwrap();
+    let _lock = dacapo_store::RunLock::acquire(&root, &run_name("errors")).unwrap();
     let err = train_fails(dir.path(), &text, &[]);
     assert!(err.contains("locked"), "{err}");
-    assert!(err.contains(&std::process::id().to_string()), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
 }

@@ -1,10 +1,7 @@
 //! `dacapo plot` rendered to PNG and SVG files from synthetic runs written through the stores.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod runs_common;
-
-use runs_common::{dacapo, fails, make_run, ok};
+use crate::synthetic_runs::{at_root as dacapo, make_run};
+use crate::util::{fails, ok, run_name};
 
 /// Width, height and RGB pixels of a PNG, after checking the signature and IHDR by hand.
 fn read_png(path: &std::path::Path) -> (u32, u32, Vec<u8>) {
@@ -190,7 +187,7 @@ fn svg_texts(doc: &roxmltree::Document) -> Vec<SvgText> {
 /// Width in pixels of `text` in the plot's font at `size`.
 fn text_width(text: &str, size: f64) -> f64 {
     use ab_glyph::{Font, FontRef, ScaleFont};
-    let font = FontRef::try_from_slice(include_bytes!("../assets/DejaVuSans.ttf")).unwrap();
+    let font = FontRef::try_from_slice(include_bytes!("../../assets/DejaVuSans.ttf")).unwrap();
     let font = font.as_scaled(size as f32);
     text.chars()
         .map(|c| f64::from(font.h_advance(font.glyph_id(c))))
@@ -282,7 +279,9 @@ fn flat_series_get_plain_tick_labels() {
     make_run(root, "flat", 400, 100, 400);
     // voi 0 at every validation: the axis is centred on 0.
     let store = FileStatsStore::new(root);
-    let stored = store.retrieve_validation_iteration_scores("flat").unwrap();
+    let stored = store
+        .retrieve_validation_iteration_scores(&run_name("flat"))
+        .unwrap();
     let flat = stored
         .subscores(stored.scores().iter().map(|s| {
             let mut s: ValidationIterationScores = s.clone();
@@ -293,7 +292,7 @@ fn flat_series_get_plain_tick_labels() {
         }))
         .unwrap();
     store
-        .store_validation_iteration_scores("flat", &flat)
+        .store_validation_iteration_scores(&run_name("flat"), &flat)
         .unwrap();
     let out = root.join("flat.svg");
     ok(&dacapo(

@@ -3,16 +3,17 @@
 //! bit to one process; `--status`, refusals and post-processed labels. The tiny 2D run over a
 //! 200x180 input in 56 blocks; about 10 s (the SLURM test, when `DACAPO_TEST_SLURM` is set,
 //! about 30 s more).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dacapo_core::config::ArchitectureConfig;
 use dacapo_core::testing::TinyRun;
 use dacapo_data::{WriteOptions, ZarrArray, write_array};
 use ndarray::{ArrayD, IxDyn};
+
+use crate::util::{dacapo, fails, ok_stderr};
 
 /// Blocks of the test input with `--block-shape 44,44` (26² outputs: 8 x 7).
 const BLOCKS: usize = 56;
@@ -33,11 +34,13 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let cfg = TinyRun::new("tiny", dir.path()).write(dir.path());
         let root = dir.path().join("runs");
-        ok(&Command::new(env!("CARGO_BIN_EXE_dacapo"))
-            .args(["train", "--no-progress"])
-            .arg(&cfg)
-            .output()
-            .unwrap());
+        ok_stderr(
+            &dacapo()
+                .args(["train", "--no-progress"])
+                .arg(&cfg)
+                .output()
+                .unwrap(),
+        );
         let raw = ArrayD::from_shape_fn(IxDyn(&[200, 180]), |ix| {
             let (y, x) = (ix[0] as f32, ix[1] as f32);
             ((y * 0.11).sin() * (x * 0.07).cos() * 100.0 + 120.0) as u8
@@ -60,7 +63,7 @@ impl Setup {
 
     /// `dacapo predict` of checkpoint 4 over the input into `output`, plus `extra`.
     fn predict(&self, output: &str, extra: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dacapo"));
+        let mut cmd = dacapo();
         cmd.args([
             "predict",
             "--run",
@@ -77,24 +80,9 @@ impl Setup {
         ])
         .args(extra)
         .arg("--root")
-        .arg(&self.root)
-        .env_remove("DACAPO_ROOT");
+        .arg(&self.root);
         cmd
     }
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn fails(out: &Output) -> String {
-    assert!(!out.status.success(), "expected a failure: {out:?}");
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn ledger(output: &str, array: &str) -> PathBuf {
@@ -112,7 +100,7 @@ fn done(output: &str) -> usize {
         .unwrap_or(0)
 }
 
-fn wait_for(child: &mut Child, what: &str, mut cond: impl FnMut() -> bool) {
+fn wait_while_running(child: &mut Child, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -185,7 +173,7 @@ fn assert_bits_equal(a: &ArrayD<f32>, b: &ArrayD<f32>, what: &str) {
 fn local_workers_killed_and_rerun_match_one_process() {
     let s = Setup::new();
     let reference = s.output("one");
-    let err = ok(&s.predict(&reference, &[]).output().unwrap());
+    let err = ok_stderr(&s.predict(&reference, &[]).output().unwrap());
     assert!(err.contains(&format!("in {BLOCKS} blocks")), "{err}");
     let one = read_all(&reference, "prediction");
     let meta = ZarrArray::open(Path::new(&reference), "prediction", Some(2))
@@ -208,12 +196,12 @@ fn local_workers_killed_and_rerun_match_one_process() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(&mut child, "a few blocks and a claim", || {
+    wait_while_running(&mut child, "a few blocks and a claim", || {
         done(&multi) >= 4 && claimed_pid(&multi).is_some()
     });
     kill(&claimed_pid(&multi).unwrap().to_string());
     let out = child.wait_with_output().unwrap();
-    let err = ok(&out);
+    let err = ok_stderr(&out);
     assert!(err.contains("starting it again"), "{err}");
     assert_bits_equal(
         &read_all(&multi, "prediction"),
@@ -228,7 +216,7 @@ fn local_workers_killed_and_rerun_match_one_process() {
         .stderr(Stdio::null());
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().unwrap();
-    wait_for(&mut child, "ten blocks", || done(&killed) >= 10);
+    wait_while_running(&mut child, "ten blocks", || done(&killed) >= 10);
     let at_kill = done(&killed);
     kill(&format!("-{}", child.id()));
     let status = child.wait().unwrap();
@@ -237,7 +225,7 @@ fn local_workers_killed_and_rerun_match_one_process() {
         left < BLOCKS,
         "all blocks were done before the kill ({at_kill} at the kill, {status})"
     );
-    let status = Command::new(env!("CARGO_BIN_EXE_dacapo"))
+    let status = dacapo()
         .args(["predict", "--status", &killed])
         .output()
         .unwrap();
@@ -249,10 +237,10 @@ fn local_workers_killed_and_rerun_match_one_process() {
     );
     assert!(text.contains("2 workers (local)"), "{text}");
     // Workers of the killed launch are gone: the rerun clears their claims and resumes.
-    let err = ok(&s.predict(&killed, &["--workers", "2"]).output().unwrap());
+    let err = ok_stderr(&s.predict(&killed, &["--workers", "2"]).output().unwrap());
     assert!(err.contains("resuming"), "{err}");
     assert_bits_equal(&read_all(&killed, "prediction"), &one, "killed and rerun");
-    let err = ok(&s.predict(&killed, &["--workers", "2"]).output().unwrap());
+    let err = ok_stderr(&s.predict(&killed, &["--workers", "2"]).output().unwrap());
     assert!(err.contains("were done already"), "{err}");
 
     // Another checkpoint on the same output is refused unless --overwrite.
@@ -265,7 +253,7 @@ fn local_workers_killed_and_rerun_match_one_process() {
         .into_iter()
         .map(|a| if a == "4" { "2".into() } else { a })
         .collect();
-    other = Command::new(env!("CARGO_BIN_EXE_dacapo"));
+    other = dacapo();
     other.args(&args);
     let err = fails(&other.output().unwrap());
     assert!(
@@ -275,8 +263,8 @@ fn local_workers_killed_and_rerun_match_one_process() {
         "{err}"
     );
     other.arg("--overwrite");
-    ok(&other.output().unwrap());
-    let status = Command::new(env!("CARGO_BIN_EXE_dacapo"))
+    ok_stderr(&other.output().unwrap());
+    let status = dacapo()
         .args(["predict", "--status", &killed])
         .output()
         .unwrap();
@@ -292,7 +280,7 @@ fn local_workers_killed_and_rerun_match_one_process() {
 fn post_processed_labels_are_the_same_for_any_split() {
     let s = Setup::new();
     let reference = s.output("pred");
-    ok(&s.predict(&reference, &[]).output().unwrap());
+    ok_stderr(&s.predict(&reference, &[]).output().unwrap());
     let prediction = read_all(&reference, "prediction");
     // The median of the prediction: about half of the voxels are foreground.
     let mut values: Vec<f32> = prediction.iter().copied().collect();
@@ -300,15 +288,17 @@ fn post_processed_labels_are_the_same_for_any_split() {
     let threshold = f64::from(values[values.len() / 2]);
     let parameter = format!("threshold={threshold}");
     let one = s.output("labels1");
-    ok(&s
-        .predict(&one, &["--post-process", &parameter])
-        .output()
-        .unwrap());
+    ok_stderr(
+        &s.predict(&one, &["--post-process", &parameter])
+            .output()
+            .unwrap(),
+    );
     let two = s.output("labels2");
-    ok(&s
-        .predict(&two, &["--post-process", &parameter, "--workers", "2"])
-        .output()
-        .unwrap());
+    ok_stderr(
+        &s.predict(&two, &["--post-process", &parameter, "--workers", "2"])
+            .output()
+            .unwrap(),
+    );
     let labels = read_labels(&one);
     assert_eq!(labels, read_labels(&two));
     // Foreground is exactly where the prediction exceeds the threshold.
@@ -353,7 +343,7 @@ fn slurm_job_array_with_a_killed_task_and_a_rerun_matches_one_process() {
     }
     let s = Setup::new();
     let reference = s.output("one");
-    ok(&s.predict(&reference, &[]).output().unwrap());
+    ok_stderr(&s.predict(&reference, &[]).output().unwrap());
     let slurm = s.output("slurm");
     let slurm_args = ["--workers", "2", "--executor", "slurm", "--wait"];
     let mut child = s
@@ -362,7 +352,7 @@ fn slurm_job_array_with_a_killed_task_and_a_rerun_matches_one_process() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(&mut child, "a few blocks and a claim", || {
+    wait_while_running(&mut child, "a few blocks and a claim", || {
         done(&slurm) >= 4 && claimed_pid(&slurm).is_some()
     });
     // A task killed by a signal fails (SLURM requeues only on node failures): its block
@@ -378,7 +368,7 @@ fn slurm_job_array_with_a_killed_task_and_a_rerun_matches_one_process() {
     if !out.status.success() {
         assert!(err.contains("rerun the same command"), "{err}");
     }
-    let err = ok(&s.predict(&slurm, &slurm_args).output().unwrap());
+    let err = ok_stderr(&s.predict(&slurm, &slurm_args).output().unwrap());
     println!("rerun:\n{err}");
     assert!(
         err.contains("resuming") || err.contains("were done already"),
@@ -420,11 +410,13 @@ fn large_3d_array_matches_one_process_with_workers_killed() {
             c.validation.block_shape = None;
         })
         .write(dir.path());
-    ok(&Command::new(env!("CARGO_BIN_EXE_dacapo"))
-        .args(["train", "--no-progress"])
-        .arg(&cfg)
-        .output()
-        .unwrap());
+    ok_stderr(
+        &dacapo()
+            .args(["train", "--no-progress"])
+            .arg(&cfg)
+            .output()
+            .unwrap(),
+    );
     // The input, a slab at a time.
     let input = dir.path().join("big.zarr");
     let opts = WriteOptions {
@@ -443,7 +435,7 @@ fn large_3d_array_matches_one_process_with_workers_killed() {
     }
     let input = format!("{}/raw", input.display());
     let predict = |output: &Path, extra: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dacapo"));
+        let mut cmd = dacapo();
         cmd.args([
             "predict",
             "--run",
@@ -461,7 +453,7 @@ fn large_3d_array_matches_one_process_with_workers_killed() {
     };
     let timed = |what: &str, cmd: &mut Command| {
         let start = Instant::now();
-        let err = ok(&cmd.output().unwrap());
+        let err = ok_stderr(&cmd.output().unwrap());
         println!("{what}: {:.1} s\n{err}", start.elapsed().as_secs_f64());
     };
     let reference = dir.path().join("one.zarr");
@@ -493,7 +485,7 @@ fn large_3d_array_matches_one_process_with_workers_killed() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        wait_for(&mut child, "a block and a claim", || {
+        wait_while_running(&mut child, "a block and a claim", || {
             done(&out_text) >= 1 && claimed_pid(&out_text).is_some()
         });
         kill(&claimed_pid(&out_text).unwrap().to_string());

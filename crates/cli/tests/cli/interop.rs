@@ -2,56 +2,33 @@
 //! `fixtures/torch/make_fixtures.py` (a DaCapo checkpoint, an older DaCapo state dict, and the
 //! same values under dacapo-rs names), and the exported file read back by Python's
 //! `safetensors.numpy` where it is installed.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use dacapo_core::TensorMap;
+use dacapo_core::config::ArchitectureConfig;
+use dacapo_core::testing::TinyRun;
 use dacapo_store::{LocalWeightsStore, WeightsStore, read_safetensors_file};
 
-mod tiny;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/torch")
-        .join(name)
-}
-
-fn dacapo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dacapo"))
-        .args(args)
-        .env_remove("DACAPO_ROOT")
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+use crate::util::{fails, fixture, ok, run, run_name, tiny};
 
 /// A run of the fixtures' network: 2D, fmaps 4, one 2x2 downsampling, a one-channel head.
-fn network_config(root: &Path) -> String {
-    tiny::config("imported", root, &root.join("data.zarr"), (10, 5), true, "")
+fn network(dir: &Path) -> TinyRun {
+    tiny(dir, "imported").schedule(10, 5).validate()
 }
 
-/// A temp dir holding the fixture network's config.
+/// A temp dir holding the fixture network's config; its path and the store root.
 fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("imported.toml");
-    let root = dir.path().join("runs");
-    std::fs::write(&config, network_config(&root)).unwrap();
+    let run = network(dir.path());
+    let config = run.write(dir.path());
+    let root = run.build().stores.root;
     (dir, config, root)
 }
 
 fn import(file: &str, config: &Path, root: &Path, iteration: u64) -> Output {
-    dacapo(&[
+    run(&[
         "import-torch",
         fixture(file).to_str().unwrap(),
         "--run",
@@ -92,10 +69,15 @@ fn dacapo_checkpoint_and_legacy_state_dict_import_to_the_same_weights() {
     ok(&import("legacy_state_dict.pt", &config, &root, 200));
 
     let store = LocalWeightsStore::new(&root);
-    assert_eq!(store.iterations("imported").unwrap(), vec![100, 200]);
+    assert_eq!(
+        store.iterations(&run_name("imported")).unwrap(),
+        vec![100, 200]
+    );
     let expected = expected();
     for iteration in [100, 200] {
-        let weights = store.retrieve_weights("imported", iteration).unwrap();
+        let weights = store
+            .retrieve_weights(&run_name("imported"), iteration)
+            .unwrap();
         assert_same_tensors(&weights.model, &expected);
         assert_eq!(weights.state.iteration, iteration);
         assert!(
@@ -109,28 +91,26 @@ fn dacapo_checkpoint_and_legacy_state_dict_import_to_the_same_weights() {
 #[test]
 fn a_network_that_does_not_fit_is_refused_with_the_reason() {
     let (_dir, config, root) = setup();
-    let out = import("cnnectome_layout.pt", &config, &root, 100);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(&import("cnnectome_layout.pt", &config, &root, 100));
     assert!(err.contains("does not fit the network"), "{err}");
     assert!(err.contains("upsample_channel_contraction"), "{err}");
     assert!(
         LocalWeightsStore::new(&root)
-            .iterations("imported")
+            .iterations(&run_name("imported"))
             .map(|i| i.is_empty())
             .unwrap_or(true),
         "nothing stored"
     );
 
-    let wrong = config.with_file_name("wrong.toml");
-    std::fs::write(
-        &wrong,
-        network_config(&root).replace("fmaps = 4", "fmaps = 6"),
-    )
-    .unwrap();
-    let out = import("dacapo_checkpoint.pt", &wrong, &root, 100);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let wrong = network(config.parent().unwrap())
+        .with(|c| {
+            let ArchitectureConfig::Unet(u) = &mut c.architecture;
+            u.fmaps = 6;
+        })
+        .toml();
+    let wrong_path = config.with_file_name("wrong.toml");
+    std::fs::write(&wrong_path, wrong).unwrap();
+    let err = fails(&import("dacapo_checkpoint.pt", &wrong_path, &root, 100));
     assert!(
         err.contains("fix: give the run the [architecture]"),
         "{err}"
@@ -155,7 +135,7 @@ fn export_writes_the_checkpoint_under_pytorch_names() {
         "--root",
         root_s,
     ];
-    ok(&dacapo(&args));
+    ok(&run(&args));
     let (tensors, meta) = read_safetensors_file(&file).unwrap();
     assert_same_tensors(&tensors, &expected());
     assert_eq!(meta["format"], "pt");
@@ -163,16 +143,15 @@ fn export_writes_the_checkpoint_under_pytorch_names() {
     assert_eq!(meta["iteration"], "100");
 
     // An existing file is kept unless --force.
-    let out = dacapo(&args);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    let err = fails(&run(&args));
+    assert!(err.contains("--force"), "{err}");
 
     // DaCapo's current `Model` names: `chain.0.*` for the U-Net, the head twice.
     let chain = dir.path().join("chain.safetensors");
     let mut chain_args = args.to_vec();
     chain_args[6] = chain.to_str().unwrap();
     chain_args.extend(["--names", "chain"]);
-    ok(&dacapo(&chain_args));
+    ok(&run(&chain_args));
     let (named, _) = read_safetensors_file(&chain).unwrap();
     let expected = expected();
     for (name, t) in &expected {
@@ -191,9 +170,7 @@ fn export_writes_the_checkpoint_under_pytorch_names() {
     let mut missing_args = args.to_vec();
     missing_args[4] = "7";
     missing_args[6] = missing.to_str().unwrap();
-    let out = dacapo(&missing_args);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(&run(&missing_args));
     assert!(
         err.contains("no committed checkpoint 7") && err.contains("[100]"),
         "{err}"

@@ -1,61 +1,29 @@
 //! `dacapo validate` and `dacapo predict` on a tiny run trained through `dacapo train`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use dacapo_data::ZarrArray;
 use dacapo_store::{FileStatsStore, LocalWeightsStore, RunLock, StatsStore, WeightsStore};
 
-mod tiny;
+use crate::util::{self, fails, ok, run_name, tiny, train};
 
-fn config(dir: &Path) -> String {
-    tiny::config(
-        "tiny",
-        &dir.join("runs"),
-        &dir.join("data.zarr"),
-        (4, 2),
-        true,
-        "keep_last = 5\n\n[validation]\nblock_shape = [44, 44]",
-    )
-}
-
+/// Runs `dacapo args... --root ROOT`.
 fn dacapo(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dacapo"))
+    util::dacapo()
         .args(args)
         .arg("--root")
         .arg(root)
-        .env_remove("DACAPO_ROOT")
         .output()
         .unwrap()
 }
 
-fn fails(out: &Output) -> String {
-    assert!(!out.status.success(), "expected a failure: {out:?}");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Trains the tiny run; returns (dir, root).
+/// Trains the tiny run `tiny` with validation; returns (dir, root).
 fn trained() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("tiny.toml");
-    std::fs::write(&cfg, config(dir.path())).unwrap();
+    let run = tiny(dir.path(), "tiny").schedule(4, 2).validate();
+    train(&run.write(dir.path()));
     let root = dir.path().join("runs");
-    let out = Command::new(env!("CARGO_BIN_EXE_dacapo"))
-        .args(["train", "--no-progress"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    ok(&out);
     (dir, root)
 }
 
@@ -80,7 +48,7 @@ fn unknown_runs_are_named() {
     ));
     assert!(err.contains("unknown run `nope`"), "{err}");
     let err = fails(&dacapo(dir.path(), &["validate", "--run", "../x"]));
-    assert!(err.contains("run"), "{err}");
+    assert!(err.contains("invalid run name \"../x\""), "{err}");
 }
 
 #[test]
@@ -88,8 +56,10 @@ fn validate_and_predict_a_trained_run() {
     let (dir, root) = trained();
     let stats = FileStatsStore::new(&root);
     let weights = LocalWeightsStore::new(&root);
-    assert_eq!(weights.iterations("tiny").unwrap(), [2, 4]);
-    let trained_scores = stats.retrieve_validation_iteration_scores("tiny").unwrap();
+    assert_eq!(weights.iterations(&run_name("tiny")).unwrap(), [2, 4]);
+    let trained_scores = stats
+        .retrieve_validation_iteration_scores(&run_name("tiny"))
+        .unwrap();
     assert_eq!(trained_scores.scores().len(), 2);
 
     // Missing checkpoints and bad --best values are errors that say what exists.
@@ -103,14 +73,7 @@ fn validate_and_predict_a_trained_run() {
     let output = format!("{}/out.zarr", dir.path().display());
     let predict = |extra: &[&str]| {
         let mut args = vec![
-            "predict",
-            "--run",
-            "tiny",
-            "--no-progress",
-            "--input",
-            &input,
-            "--output",
-            &output,
+            "predict", "--run", "tiny", "--input", &input, "--output", &output,
         ];
         args.extend_from_slice(extra);
         dacapo(&root, &args)
@@ -141,7 +104,7 @@ fn validate_and_predict_a_trained_run() {
     assert!(err.contains("names a container but no array"), "{err}");
 
     // A writer holding the lock is named.
-    let lock = RunLock::acquire(&root, "tiny").unwrap();
+    let lock = RunLock::acquire(&root, &run_name("tiny")).unwrap();
     let err = fails(&dacapo(&root, &["validate", "--run", "tiny"]));
     assert!(
         err.contains(&format!("pid {}", std::process::id())),
@@ -150,23 +113,21 @@ fn validate_and_predict_a_trained_run() {
     drop(lock);
 
     // Re-validating the latest checkpoint gives the same scores (prediction is deterministic).
-    let out = ok(&dacapo(
-        &root,
-        &["validate", "--run", "tiny", "--no-progress"],
-    ));
+    let out = ok(&dacapo(&root, &["validate", "--run", "tiny"]));
     assert!(out.contains("checkpoint 4 on val: "), "{out}");
     assert!(out.contains("dice "), "{out}");
-    let again = stats.retrieve_validation_iteration_scores("tiny").unwrap();
+    let again = stats
+        .retrieve_validation_iteration_scores(&run_name("tiny"))
+        .unwrap();
     assert_eq!(again, trained_scores);
-    let out = ok(&dacapo(
-        &root,
-        &["validate", "--run", "tiny", "--all", "--no-progress"],
-    ));
+    let out = ok(&dacapo(&root, &["validate", "--run", "tiny", "--all"]));
     assert!(out.contains("checkpoint 2 on val"), "{out}");
     assert!(out.contains("best records unchanged"), "{out}");
 
     // predict --best writes what validation predicted for that checkpoint.
-    let record = weights.retrieve_best("tiny", "val", "dice").unwrap();
+    let record = weights
+        .retrieve_best(&run_name("tiny"), "val", "dice")
+        .unwrap();
     ok(&predict(&["--best", "val/dice"]));
     let written = ZarrArray::open(Path::new(&output), "prediction", Some(2)).unwrap();
     assert_eq!(written.meta().shape, [1, 64, 64]);
