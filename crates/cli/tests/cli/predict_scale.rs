@@ -386,7 +386,7 @@ fn slurm_job_array_with_a_killed_task_and_a_rerun_matches_one_process() {
 /// workers with one killed mid-block and the command rerun, and (when `DACAPO_TEST_SLURM` is
 /// set) by a 2-task SLURM job array with one task killed and the command rerun: all equal bit
 /// for bit. Minutes (about 8 at 512³ with SLURM on 2 busy cores), so not in the default run:
-/// `cargo test -p dacapo-cli --test predict_scale_cli -- --ignored --nocapture`.
+/// `cargo test -p dacapo-cli --test cli predict_scale::large -- --ignored --nocapture`.
 #[test]
 #[ignore = "minutes: the 512³ done criterion, run by hand"]
 fn large_3d_array_matches_one_process_with_workers_killed() {
