@@ -5,6 +5,7 @@
 
 mod bench;
 mod deps;
+mod ome_zarr;
 mod services;
 mod sweep;
 mod tensorboard;
@@ -30,6 +31,9 @@ enum Cmd {
         /// Also install Mesa's Vulkan drivers so the wgpu backend runs without a GPU.
         #[arg(long)]
         wgpu: bool,
+        /// Also make the Python venv with `ome-zarr` that the OME-Zarr reader test uses.
+        #[arg(long)]
+        ome_zarr: bool,
         /// Also make the Python venv with `tensorboard` that the event-file read-back tests use.
         #[arg(long)]
         tensorboard: bool,
@@ -85,10 +89,14 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Setup {
             wgpu,
+            ome_zarr,
             tensorboard,
             check,
         } => {
             setup(wgpu, check)?;
+            if ome_zarr {
+                ome_zarr::ensure(check)?;
+            }
             if tensorboard {
                 tensorboard::ensure(check)?;
             }
@@ -262,8 +270,10 @@ fn ci() -> Result<()> {
             failed.join("; ")
         );
     }
-    let reader = tensorboard::env();
-    test_with(&[], &reader)?;
+    // The Python readers the tests check our files with (OME-Zarr, TensorBoard).
+    let mut readers = ome_zarr::env();
+    readers.extend(tensorboard::env());
+    test_with(&[], &readers)?;
     let wgpu = wgpu_test()?;
     eprintln!("xtask: ci passed");
     for (name, why) in &started.skipped {

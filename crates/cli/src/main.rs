@@ -61,8 +61,12 @@ enum Command {
     Train(train::TrainArgs),
     /// Validate stored checkpoints of a run again, replacing their scores and best records.
     Validate(validate::ValidateArgs),
-    /// Predict a whole zarr array with a stored checkpoint of a run.
+    /// Predict a whole zarr array with a stored checkpoint of a run (resumable; many workers
+    /// on this machine or a SLURM job array with --workers).
     Predict(predict::PredictArgs),
+    /// One worker of a `dacapo predict --workers N` job (started by `dacapo predict`).
+    #[command(hide = true)]
+    PredictWorker(predict::worker::WorkerArgs),
     /// List, show or remove runs.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(&args, format),
         Command::Validate(args) => validate::run(&args, format),
         Command::Predict(args) => predict::run(&args, format),
+        Command::PredictWorker(args) => predict::worker::run(&args),
         Command::Runs(cmd) => runs::run(cmd),
         Command::Submit(args) => submit::run(&args),
         Command::Plot(args) => plot::run(&args),

@@ -640,6 +640,11 @@ fn write_prediction(
         voxel_size: Some(meta.voxel_size.clone()),
         offset: Some(meta.offset.clone()),
         axis_names: Some(axis_names),
+        units: meta
+            .units
+            .iter()
+            .any(|u| !u.is_empty())
+            .then(|| meta.units.clone()),
         attributes,
         overwrite: true,
         ..WriteOptions::default()

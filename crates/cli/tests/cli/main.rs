@@ -7,6 +7,7 @@ mod errors;
 mod interop;
 mod kill_resume;
 mod plot;
+mod predict_scale;
 mod progress;
 mod remote_stores;
 mod runs;
