@@ -5,10 +5,9 @@
 
 mod bench;
 mod deps;
-mod ome_zarr;
+mod readers;
 mod services;
 mod sweep;
-mod tensorboard;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -95,10 +94,10 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             setup(wgpu, check)?;
             if ome_zarr {
-                ome_zarr::ensure(check)?;
+                readers::OME_ZARR.ensure(check)?;
             }
             if tensorboard {
-                tensorboard::ensure(check)?;
+                readers::TENSORBOARD.ensure(check)?;
             }
             Ok(())
         }
@@ -271,9 +270,9 @@ fn ci() -> Result<()> {
         );
     }
     // The Python readers the tests check our files with (OME-Zarr, TensorBoard).
-    let mut readers = ome_zarr::env();
-    readers.extend(tensorboard::env());
-    test_with(&[], &readers)?;
+    let mut python = readers::OME_ZARR.env();
+    python.extend(readers::TENSORBOARD.env());
+    test_with(&[], &python)?;
     let wgpu = wgpu_test()?;
     eprintln!("xtask: ci passed");
     for (name, why) in &started.skipped {
