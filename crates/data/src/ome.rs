@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::error::{DataError, Result};
+use crate::error::{DataError, Result, io};
 
 /// Axis names that OME-Zarr calls time axes (dacapo-rs arrays have none).
 const TIME_NAMES: &[&str] = &["t", "time"];
@@ -110,15 +110,6 @@ fn group_attributes_file(dir: &Path) -> Option<(PathBuf, bool)> {
         Some((dir.join(".zattrs"), false))
     } else {
         None
-    }
-}
-
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DataError {
-    let path = path.to_owned();
-    move |source| DataError::Io {
-        action,
-        path,
-        source,
     }
 }
 

@@ -19,7 +19,7 @@ use zarrs::array::{Array, ArrayBuilder, ArrayMetadata, ArrayMetadataV2, ArraySub
 use zarrs::filesystem::FilesystemStore;
 
 use crate::array::node_path;
-use crate::error::{DataError, Result};
+use crate::error::{DataError, Result, io};
 
 mod private {
     pub trait Sealed {}
@@ -100,6 +100,23 @@ pub struct WriteOptions {
     pub uncompressed: bool,
 }
 
+impl WriteOptions {
+    /// Options for an array on the spatial grid of `meta`: its voxel size, offset and, when it
+    /// has any, units.
+    pub fn on_grid_of(meta: &crate::ArrayMeta) -> Self {
+        Self {
+            voxel_size: Some(meta.voxel_size.clone()),
+            offset: Some(meta.offset.clone()),
+            units: meta
+                .units
+                .iter()
+                .any(|u| !u.is_empty())
+                .then(|| meta.units.clone()),
+            ..Self::default()
+        }
+    }
+}
+
 /// A created array that regions can be written into.
 #[derive(Debug)]
 pub struct ArrayWriter<T> {
@@ -149,15 +166,6 @@ fn array_dir(container: &Path, path: &str) -> Result<PathBuf> {
         });
     }
     Ok(container.join(rel))
-}
-
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DataError {
-    let path = path.to_owned();
-    move |source| DataError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 /// Whether `dir` holds nothing but hidden entries (e.g. a tool's bookkeeping such as

@@ -363,16 +363,9 @@ fn create_output(spec: &PredictSpec, input: &ZarrArray) -> Result<(), ValidatorE
     }
     let opts = WriteOptions {
         chunk_shape: Some(out.chunks.clone()),
-        voxel_size: Some(meta.voxel_size.clone()),
-        offset: Some(meta.offset.clone()),
         axis_names: Some(axis_names),
-        units: meta
-            .units
-            .iter()
-            .any(|u| !u.is_empty())
-            .then(|| meta.units.clone()),
         attributes,
-        ..WriteOptions::default()
+        ..WriteOptions::on_grid_of(meta)
     };
     if labels {
         create_array::<u64>(&out.container, &out.array, &out.shape, &opts)?;
