@@ -24,7 +24,7 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// A Python with torch: also run the PyTorch reference of each training-step workload
-    /// (crates/models/benches/torch_unet_step.py) and print torch/ours; on the same GPU
+    /// (crates/trainer/benches/torch_unet_step.py) and print torch/ours; on the same GPU
     /// when `--device cuda:N`.
     #[arg(long, value_name = "PYTHON")]
     torch: Option<PathBuf>,
@@ -50,7 +50,7 @@ enum Suite {
 fn targets(suite: Suite) -> Vec<(&'static str, &'static str)> {
     let all = [
         (Suite::Stores, ("dacapo-store", "stores")),
-        (Suite::Train, ("dacapo-models", "train_step")),
+        (Suite::Train, ("dacapo-trainer", "train_step")),
         (Suite::Train, ("dacapo-trainer", "iteration")),
         (Suite::Predict, ("dacapo-validator", "predict")),
     ];
@@ -142,7 +142,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 /// Runs the PyTorch reference of every training-step workload in `results` with `python`,
 /// on the same input size and thread count, and on the same CUDA GPU where ours ran on one.
 fn torch_side(python: &Path, results: &[Value]) -> Result<Vec<Value>> {
-    let script = root().join("crates/models/benches/torch_unet_step.py");
+    let script = root().join("crates/trainer/benches/torch_unet_step.py");
     let mut out = Vec::new();
     for v in results {
         let dims = match v.get("workload").and_then(Value::as_str) {

@@ -5,9 +5,9 @@
 
 mod bench;
 mod deps;
+mod readers;
 mod services;
 mod sweep;
-mod tensorboard;
 mod torch;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +35,9 @@ enum Cmd {
         /// `dacapo` with the tch backend against it.
         #[arg(long)]
         tch: bool,
+        /// Also make the Python venv with `ome-zarr` that the OME-Zarr reader test uses.
+        #[arg(long)]
+        ome_zarr: bool,
         /// Also make the Python venv with `tensorboard` that the event-file read-back tests use.
         #[arg(long)]
         tensorboard: bool,
@@ -115,12 +118,16 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Setup {
             wgpu,
             tch,
+            ome_zarr,
             tensorboard,
             check,
         } => {
             setup(wgpu, tch, check)?;
+            if ome_zarr {
+                readers::OME_ZARR.ensure(check)?;
+            }
             if tensorboard {
-                tensorboard::ensure(check)?;
+                readers::TENSORBOARD.ensure(check)?;
             }
             Ok(())
         }
@@ -340,8 +347,10 @@ fn ci() -> Result<()> {
             failed.join("; ")
         );
     }
-    let reader = tensorboard::env();
-    test_with(&[], &reader)?;
+    // The Python readers the tests check our files with (OME-Zarr, TensorBoard).
+    let mut python = readers::OME_ZARR.env();
+    python.extend(readers::TENSORBOARD.env());
+    test_with(&[], &python)?;
     let wgpu = wgpu_test()?;
     let tch = tch_test()?;
     eprintln!("xtask: ci passed");

@@ -57,72 +57,21 @@ pub struct ImportArgs {
 pub fn run(args: &ImportArgs) -> Result<()> {
     let (config, root, new_run) = resolve_run(args)?;
     let run = config.run.name.clone();
-
     let (raw, format) = read_weights(&args.file)?;
     let found = raw.len();
     let picked = pick_state_dict(raw, args.key.as_deref(), &args.file)?;
-    let tensors = canonical_names(picked.tensors)?;
-
-    let device = backend::device(Backend::Flex)?;
-    let (model, task) = build_model(&config, &device)?;
-    let expected = parameter_names(&model);
-    let tensors = match fit(&expected, tensors.clone()) {
-        Ok(t) => t,
-        Err(problems) => {
-            // DaCapo's own U-Net keeps the channels at the top decoder level: say so when
-            // that is why the file does not fit.
-            let cnnectome = cnnectome_network(&config, &task)
-                .init(config.run.seed, &device)
-                .is_ok_and(|m| fit(&parameter_names(&m), tensors).is_ok());
-            return Err(not_fitting(
-                &args.file,
-                &run,
-                &config,
-                &problems,
-                picked.ignored.len(),
-                cnnectome,
-            ));
-        }
-    };
-    // Loading into the network and writing it back gives exactly what training would store.
-    let model = load_model_tensors(model, &tensors)
-        .with_context(|| format!("loading {} into run `{run}`", args.file.display()))?;
-    let model_tensors = model_to_tensors(&model)?;
+    let ignored = picked.ignored.clone();
+    let key = picked.key.clone();
+    let model = fit_to_network(args, &config, picked)?;
 
     let _lock = RunLock::acquire(&root, &run)?;
     if new_run {
         dacapo_runtime::frozen::freeze(&config, &root, false)?;
     }
-    let mut state = TrainState::new(
-        args.iteration,
-        config.trajectory_hash(),
-        "import",
-        config.run.seed,
-    );
-    let source = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
-    state.extra.insert(
-        "imported_from".into(),
-        serde_json::json!(source.display().to_string()),
-    );
-    state
-        .extra
-        .insert("source_format".into(), serde_json::json!(format));
-    if let Some(key) = &picked.key {
-        state
-            .extra
-            .insert("source_key".into(), serde_json::json!(key));
-    }
-    state
-        .extra
-        .insert("optimizer".into(), serde_json::json!("fresh"));
-    state.extra.insert(
-        "dacapo_version".into(),
-        serde_json::json!(env!("CARGO_PKG_VERSION")),
-    );
     let weights = Weights {
-        model: model_tensors,
+        model,
         optimizer: TensorMap::new(),
-        state,
+        state: imported_state(args, &config, format, key.as_deref()),
     };
     let stores = Stores::open(&config)?;
     stores
@@ -140,11 +89,10 @@ pub fn run(args: &ImportArgs) -> Result<()> {
         root.display(),
         if new_run { "; new run" } else { "" }
     );
-    if !picked.ignored.is_empty() {
+    if let Some(first) = ignored.first() {
         println!(
-            "ignored {} of the file's {found} tensors outside the state dict (e.g. `{}`)",
-            picked.ignored.len(),
-            picked.ignored[0]
+            "ignored {} of the file's {found} tensors outside the state dict (e.g. `{first}`)",
+            ignored.len(),
         );
     }
     notes(&stores, &run, args.iteration)?;
@@ -156,6 +104,64 @@ pub fn run(args: &ImportArgs) -> Result<()> {
         root.display()
     );
     Ok(())
+}
+
+/// The picked state dict loaded into the run's network and written back, so the checkpoint
+/// holds exactly what training would store; an error says why it does not fit.
+fn fit_to_network(args: &ImportArgs, config: &RunConfig, picked: Picked) -> Result<TensorMap> {
+    let run = &config.run.name;
+    let ignored = picked.ignored.len();
+    let tensors = canonical_names(picked.tensors)?;
+    let device = backend::device(Backend::Flex)?;
+    let (model, task) = build_model(config, &device)?;
+    let expected = parameter_names(&model);
+    let tensors = match fit(&expected, tensors.clone()) {
+        Ok(t) => t,
+        Err(problems) => {
+            // DaCapo's own U-Net keeps the channels at the top decoder level: say so when
+            // that is why the file does not fit.
+            let cnnectome = cnnectome_network(config, &task)
+                .init(config.run.seed, &device)
+                .is_ok_and(|m| fit(&parameter_names(&m), tensors).is_ok());
+            return Err(not_fitting(
+                &args.file, run, config, &problems, ignored, cnnectome,
+            ));
+        }
+    };
+    let model = load_model_tensors(model, &tensors)
+        .with_context(|| format!("loading {} into run `{run}`", args.file.display()))?;
+    Ok(model_to_tensors(&model)?)
+}
+
+/// The training state of an imported checkpoint: where it came from, and a fresh optimizer.
+fn imported_state(
+    args: &ImportArgs,
+    config: &RunConfig,
+    format: &str,
+    key: Option<&str>,
+) -> TrainState {
+    let mut state = TrainState::new(
+        args.iteration,
+        config.trajectory_hash(),
+        "import",
+        config.run.seed,
+    );
+    let source = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
+    let mut extra = |k: &str, v: serde_json::Value| state.extra.insert(k.into(), v);
+    extra(
+        "imported_from",
+        serde_json::json!(source.display().to_string()),
+    );
+    extra("source_format", serde_json::json!(format));
+    if let Some(key) = key {
+        extra("source_key", serde_json::json!(key));
+    }
+    extra("optimizer", serde_json::json!("fresh"));
+    extra(
+        "dacapo_version",
+        serde_json::json!(env!("CARGO_PKG_VERSION")),
+    );
+    state
 }
 
 /// The run's config, the store root and whether the run is new (no frozen config yet).

@@ -74,8 +74,12 @@ enum Command {
     Train(train::TrainArgs),
     /// Validate stored checkpoints of a run again, replacing their scores and best records.
     Validate(validate::ValidateArgs),
-    /// Predict a whole zarr array with a stored checkpoint of a run.
+    /// Predict a whole zarr array with a stored checkpoint of a run (resumable; many workers
+    /// on this machine or a SLURM job array with --workers).
     Predict(predict::PredictArgs),
+    /// One worker of a `dacapo predict --workers N` job (started by `dacapo predict`).
+    #[command(hide = true)]
+    PredictWorker(predict::worker::WorkerArgs),
     /// List, show or remove runs.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(&args, format),
         Command::Validate(args) => validate::run(&args, format),
         Command::Predict(args) => predict::run(&args, format),
+        Command::PredictWorker(args) => predict::worker::run(&args),
         Command::Runs(cmd) => runs::run(cmd),
         Command::Submit(args) => submit::run(&args),
         Command::Plot(args) => plot::run(&args),
@@ -126,6 +131,8 @@ fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: SLURM logs and redirected output stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     match format {
         LogFormat::Text => builder.init(),

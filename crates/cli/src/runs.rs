@@ -648,28 +648,30 @@ fn show(root: &Path, name: &str, json: bool) -> Result<()> {
         emit(&format!("{}\n", serde_json::to_string_pretty(&d)?))?;
         return Ok(());
     }
+    let out = [
+        summary_text(&d),
+        best_text(&d.summary.best),
+        last_validation_text(&d),
+        config_text(&d),
+    ]
+    .concat();
+    emit(&out)?;
+    for p in &d.summary.problems {
+        eprintln!("warning: {p}");
+    }
+    Ok(())
+}
+
+/// The head of `runs show`: status, progress, last loss and checkpoints.
+fn summary_text(d: &RunDetails) -> String {
     let s = &d.summary;
-    let mut out = String::new();
     let status = match &s.holder {
         Some(h) => format!("running ({h})"),
         None => s.status_text(),
     };
-    out += &format!("run:         {}\n", s.name);
-    out += &format!("status:      {status}\n");
-    out += &format!("task:        {}\n", opt(s.task.as_deref()));
-    out += &format!(
-        "trained:     {} of {} iterations\n",
-        s.trained_until,
-        opt(s.train_until)
-    );
-    out += &format!(
-        "last loss:   {}\n",
-        s.last_loss.map_or("-".to_owned(), |l| format!(
-            "{} (iteration {})",
-            fmt_num(l),
-            s.trained_until - 1
-        ))
-    );
+    let last_loss = s.last_loss.map_or("-".to_owned(), |l| {
+        format!("{} (iteration {})", fmt_num(l), s.trained_until - 1)
+    });
     let cps = if d.checkpoints.is_empty() {
         "none".to_owned()
     } else {
@@ -681,66 +683,76 @@ fn show(root: &Path, name: &str, json: bool) -> Result<()> {
             opt(s.latest_checkpoint)
         )
     };
-    out += &format!("checkpoints: {cps}\n");
-    if !d.trained_on.is_empty() {
-        out += &format!("trained on:  {}\n", compact_trained_on(&d.trained_on));
-    }
-
-    out += "\nbest:\n";
-    if s.best.is_empty() {
-        out += "  none yet\n";
+    let trained_on = if d.trained_on.is_empty() {
+        String::new()
     } else {
-        let mut t = Table::new(&["DATASET", "CRITERION", "VALUE", "ITERATION", "PARAMETER"]);
-        t.right_align(&[2, 3]);
-        for b in &s.best {
-            let dir = if b.higher_is_better { "max" } else { "min" };
-            t.row(vec![
-                b.dataset.clone(),
-                format!("{} ({dir})", b.criterion),
-                fmt_num(b.value),
-                b.iteration.to_string(),
-                b.parameter.clone(),
-            ]);
-        }
-        out += &indent(&t.render());
-    }
+        format!("trained on:  {}\n", compact_trained_on(&d.trained_on))
+    };
+    format!(
+        "run:         {}\nstatus:      {status}\ntask:        {}\n\
+         trained:     {} of {} iterations\nlast loss:   {last_loss}\ncheckpoints: {cps}\n\
+         {trained_on}",
+        s.name,
+        opt(s.task.as_deref()),
+        s.trained_until,
+        opt(s.train_until)
+    )
+}
 
-    match &d.last_validation {
-        None => out += "\nlast validation: none yet\n",
-        Some(v) => {
-            out += &format!("\nlast validation (iteration {}):\n", v.iteration);
-            let mut header = vec!["DATASET".to_owned(), "PARAMETER".to_owned()];
-            header.extend(d.criteria.iter().cloned());
-            let header: Vec<&str> = header.iter().map(String::as_str).collect();
-            let mut t = Table::new(&header);
-            t.right_align(&(2..header.len()).collect::<Vec<_>>());
-            for (dataset, per_param) in &v.scores {
-                for (param, per_crit) in per_param {
-                    let mut row = vec![dataset.clone(), param.clone()];
-                    row.extend(
-                        d.criteria
-                            .iter()
-                            .map(|c| opt(per_crit.get(c).map(|s| fmt_num(s.0)))),
-                    );
-                    t.row(row);
-                }
-            }
-            out += &indent(&t.render());
+/// The best records, one row per dataset and criterion.
+fn best_text(best: &[BestRecord]) -> String {
+    if best.is_empty() {
+        return "\nbest:\n  none yet\n".to_owned();
+    }
+    let mut t = Table::new(&["DATASET", "CRITERION", "VALUE", "ITERATION", "PARAMETER"]);
+    t.right_align(&[2, 3]);
+    for b in best {
+        let dir = if b.higher_is_better { "max" } else { "min" };
+        t.row(vec![
+            b.dataset.clone(),
+            format!("{} ({dir})", b.criterion),
+            fmt_num(b.value),
+            b.iteration.to_string(),
+            b.parameter.clone(),
+        ]);
+    }
+    format!("\nbest:\n{}", indent(&t.render()))
+}
+
+/// Every score of the last validation, one row per dataset and parameter set.
+fn last_validation_text(d: &RunDetails) -> String {
+    let Some(v) = &d.last_validation else {
+        return "\nlast validation: none yet\n".to_owned();
+    };
+    let mut header = vec!["DATASET".to_owned(), "PARAMETER".to_owned()];
+    header.extend(d.criteria.iter().cloned());
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut t = Table::new(&header);
+    t.right_align(&(2..header.len()).collect::<Vec<_>>());
+    for (dataset, per_param) in &v.scores {
+        for (param, per_crit) in per_param {
+            let mut row = vec![dataset.clone(), param.clone()];
+            row.extend(
+                d.criteria
+                    .iter()
+                    .map(|c| opt(per_crit.get(c).map(|s| fmt_num(s.0)))),
+            );
+            t.row(row);
         }
     }
+    format!(
+        "\nlast validation (iteration {}):\n{}",
+        v.iteration,
+        indent(&t.render())
+    )
+}
 
+/// The frozen config, or why there is none.
+fn config_text(d: &RunDetails) -> String {
     match &d.config_text {
-        None => out += &format!("\nconfig: none ({} is missing)\n", d.config_path.display()),
-        Some(text) => {
-            out += &format!("\nconfig ({}):\n", d.config_path.display());
-            out += &indent(text);
-        }
+        None => format!("\nconfig: none ({} is missing)\n", d.config_path.display()),
+        Some(text) => format!("\nconfig ({}):\n{}", d.config_path.display(), indent(text)),
     }
-    emit(&out)?;
-    for p in &s.problems {
-        eprintln!("warning: {p}");
-    }
-    Ok(())
 }
 
 fn indent(text: &str) -> String {

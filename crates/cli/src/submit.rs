@@ -12,17 +12,17 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-
-use crate::RootArg;
 use dacapo_core::{RunConfig, RunName};
 use dacapo_store::{RunLock, WeightsStore, layout};
 
-/// Where a run's job is started.
+use crate::RootArg;
+
+/// Where jobs run.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Executor {
-    /// One sbatch job per run on the SLURM cluster this machine submits to.
+    /// Jobs on the SLURM cluster this machine submits to (sbatch).
     Slurm,
-    /// A detached `dacapo train` process on this machine.
+    /// Processes on this machine.
     Local,
 }
 
@@ -35,6 +35,18 @@ pub struct SubmitArgs {
     /// Where the jobs run.
     #[arg(long, value_enum, default_value = "slurm")]
     pub executor: Executor,
+    #[command(flatten)]
+    pub slurm: SlurmOptions,
+    /// Print the job scripts (or commands) and submit nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub root: RootArg,
+}
+
+/// Resources of SLURM jobs (`dacapo submit`, `dacapo predict --executor slurm`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SlurmOptions {
     /// GPUs per job (`#SBATCH --gpus`).
     #[arg(long)]
     pub gpus: Option<u32>,
@@ -50,11 +62,29 @@ pub struct SubmitArgs {
     /// Memory per job, e.g. `16G` (`#SBATCH --mem`).
     #[arg(long, value_parser = parse_mem)]
     pub mem: Option<String>,
-    /// Print the job scripts (or commands) and submit nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    #[command(flatten)]
-    pub root: RootArg,
+}
+
+impl SlurmOptions {
+    /// The `#SBATCH` lines of these resources.
+    pub fn sbatch_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(g) = self.gpus {
+            out.push(format!("--gpus={g}"));
+        }
+        if let Some(t) = &self.time {
+            out.push(format!("--time={t}"));
+        }
+        if let Some(p) = &self.partition {
+            out.push(format!("--partition={p}"));
+        }
+        if let Some(c) = self.cpus {
+            out.push(format!("--cpus-per-task={c}"));
+        }
+        if let Some(m) = &self.mem {
+            out.push(format!("--mem={m}"));
+        }
+        out
+    }
 }
 
 /// Checks a SLURM time limit: `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM` or `D-HH:MM:SS`.
@@ -327,7 +357,7 @@ fn skip_reason(job: &Job, slurm: Option<&[SlurmJob]>) -> Result<Option<String>> 
 }
 
 /// Quotes `s` for a POSIX shell.
-fn sh_quote(s: &str) -> String {
+pub(crate) fn sh_quote(s: &str) -> String {
     if !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@".contains(&b))
@@ -355,20 +385,8 @@ fn sbatch_script(job: &Job, args: &SubmitArgs, exe: &Path, workdir: &Path) -> St
     if let Some(run_dir) = job.submit_dir.parent() {
         opt(format!("--comment={}", run_dir.display()));
     }
-    if let Some(g) = args.gpus {
-        opt(format!("--gpus={g}"));
-    }
-    if let Some(t) = &args.time {
-        opt(format!("--time={t}"));
-    }
-    if let Some(p) = &args.partition {
-        opt(format!("--partition={p}"));
-    }
-    if let Some(c) = args.cpus {
-        opt(format!("--cpus-per-task={c}"));
-    }
-    if let Some(m) = &args.mem {
-        opt(format!("--mem={m}"));
+    for line in args.slurm.sbatch_lines() {
+        opt(line);
     }
     let _ = write!(
         s,
@@ -422,7 +440,7 @@ pub fn run(args: &SubmitArgs) -> Result<()> {
 }
 
 /// Why there is no SLURM to submit to, and what to do instead.
-fn sbatch_missing() -> String {
+pub(crate) fn sbatch_missing() -> String {
     let installed = Command::new("sbatch")
         .arg("--version")
         .stdout(Stdio::null())
@@ -442,19 +460,11 @@ fn sbatch_missing() -> String {
     )
 }
 
-fn submit_slurm(job: &Job, args: &SubmitArgs, exe: &Path, workdir: &Path) -> Result<()> {
-    let script = sbatch_script(job, args, exe, workdir);
-    let path = job.submit_dir.join(format!("{}.sbatch", job.run));
-    if args.dry_run {
-        print!("# {}\n{script}\n", path.display());
-        return Ok(());
-    }
-    fs::create_dir_all(&job.submit_dir)
-        .with_context(|| format!("cannot create {}", job.submit_dir.display()))?;
-    fs::write(&path, &script).with_context(|| format!("cannot write {}", path.display()))?;
+/// Submits the script at `path` with `sbatch --parsable`; returns the job id.
+pub(crate) fn sbatch(path: &Path) -> Result<String> {
     let out = match Command::new("sbatch")
         .arg("--parsable")
-        .arg(&path)
+        .arg(path)
         .stdin(Stdio::null())
         .output()
     {
@@ -472,12 +482,26 @@ fn submit_slurm(job: &Job, args: &SubmitArgs, exe: &Path, workdir: &Path) -> Res
     }
     // `--parsable` prints `id` or `id;cluster`.
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let id = stdout
+    stdout
         .trim()
         .split(';')
         .next()
         .filter(|id| !id.is_empty())
-        .ok_or_else(|| anyhow!("sbatch printed no job id for {}", path.display()))?;
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("sbatch printed no job id for {}", path.display()))
+}
+
+fn submit_slurm(job: &Job, args: &SubmitArgs, exe: &Path, workdir: &Path) -> Result<()> {
+    let script = sbatch_script(job, args, exe, workdir);
+    let path = job.submit_dir.join(format!("{}.sbatch", job.run));
+    if args.dry_run {
+        print!("# {}\n{script}\n", path.display());
+        return Ok(());
+    }
+    fs::create_dir_all(&job.submit_dir)
+        .with_context(|| format!("cannot create {}", job.submit_dir.display()))?;
+    fs::write(&path, &script).with_context(|| format!("cannot write {}", path.display()))?;
+    let id = sbatch(&path)?;
     println!(
         "{} -> slurm job {id} (log {})",
         job.run,

@@ -4,8 +4,10 @@
 //! Conventions (funlib/DaCapo style): the voxel size is the `voxel_size` or `resolution`
 //! attribute (default 1 per axis), the offset is the `offset` attribute in world units
 //! (default 0), axis names come from the `axis_names` attribute or, in zarr v3, the array's
-//! `dimension_names`. A leading axis named `c^` or `c` (or any name ending in `^`) is a channel
-//! axis; without names, one extra leading axis beyond the spatial dimensions is a channel axis.
+//! `dimension_names`, units from the `units` attribute. What these attributes leave out comes
+//! from OME-Zarr `multiscales` metadata of a parent group when there is some ([`crate::ome`]).
+//! A leading axis named `c^` or `c` (or any name ending in `^`) is a channel axis; without
+//! names, one extra leading axis beyond the spatial dimensions is a channel axis.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use zarrs::array::{Array, ArrayCreateError, ArraySubset, DataType, ElementOwned}
 use zarrs::filesystem::FilesystemStore;
 
 use crate::error::{DataError, Result};
+use crate::ome::OmeGeometry;
 
 /// Element types an array can hold on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,6 +128,8 @@ pub struct ArrayMeta {
     pub voxel_size: Vec<f64>,
     /// World coordinate of the first voxel's corner, per spatial axis.
     pub offset: Vec<f64>,
+    /// Unit of the voxel size and offset per spatial axis (e.g. `nm`), empty when unknown.
+    pub units: Vec<String>,
 }
 
 impl ArrayMeta {
@@ -222,13 +227,26 @@ impl ZarrArray {
             zarrs::array::ArrayMetadata::V3(_) => 3,
         };
         let names = axis_names_from(&attrs, array.dimension_names(), shape.len()).map_err(err)?;
+        let geometry_complete = names.is_some()
+            && ["voxel_size", "resolution"]
+                .iter()
+                .any(|k| attrs.contains_key(*k))
+            && attrs.contains_key("offset");
+        let ome = if geometry_complete {
+            None
+        } else {
+            crate::ome::find_geometry(container, path, shape.len()).map_err(err)?
+        };
         let meta = resolve_layout(
-            shape,
-            chunk_shape,
-            dtype,
-            zarr_format,
+            Layout {
+                shape,
+                chunk_shape,
+                dtype,
+                zarr_format,
+            },
             names,
             &attrs,
+            ome.as_ref(),
             spatial_dims,
         )
         .map_err(err)?;
@@ -471,15 +489,52 @@ fn spatial_attr(
     Ok(numbers)
 }
 
-fn resolve_layout(
+/// What the array's own metadata says, before attributes are interpreted.
+struct Layout {
     shape: Vec<u64>,
     chunk_shape: Vec<u64>,
     dtype: Dtype,
     zarr_format: u8,
+}
+
+/// Units per spatial axis from the `units` attribute, else from OME-Zarr axes, else empty.
+fn units_from(
+    attrs: &serde_json::Map<String, Value>,
+    ome: Option<&OmeGeometry>,
+    spatial: usize,
+) -> std::result::Result<Vec<String>, String> {
+    if let Some(v) = attrs.get("units") {
+        let units: Option<Vec<String>> = v
+            .as_array()
+            .and_then(|a| a.iter().map(|u| u.as_str().map(str::to_owned)).collect());
+        return match units {
+            Some(mut u) if u.len() == spatial + 1 => Ok(u.split_off(1)),
+            Some(u) if u.len() == spatial => Ok(u),
+            _ => Err(format!(
+                "attribute `units` is {v}; expected {spatial} strings (one per spatial axis)"
+            )),
+        };
+    }
+    Ok(match ome {
+        Some(g) => g.units[g.units.len() - spatial..].to_vec(),
+        None => vec![String::new(); spatial],
+    })
+}
+
+fn resolve_layout(
+    layout: Layout,
     names: Option<Vec<String>>,
     attrs: &serde_json::Map<String, Value>,
+    ome: Option<&OmeGeometry>,
     spatial_dims: Option<usize>,
 ) -> std::result::Result<ArrayMeta, String> {
+    let Layout {
+        shape,
+        chunk_shape,
+        dtype,
+        zarr_format,
+    } = layout;
+    let names = names.or_else(|| ome.map(|g| g.axis_names.clone()));
     let ndim = shape.len();
     if let Some(names) = &names
         && let Some(i) = names.iter().skip(1).position(|n| is_channel_name(n))
@@ -524,15 +579,36 @@ fn resolve_layout(
         n.extend(default_spatial_names(spatial));
         n
     });
-    let voxel_size = spatial_attr(
-        attrs,
-        &["voxel_size", "resolution"],
-        spatial,
-        channel_axis,
-        true,
-        1.0,
-    )?;
-    let offset = spatial_attr(attrs, &["offset"], spatial, channel_axis, false, 0.0)?;
+    let ome_spatial = |all: &[f64]| all[ndim - spatial..].to_vec();
+    let voxel_size = match ome {
+        Some(g)
+            if !["voxel_size", "resolution"]
+                .iter()
+                .any(|k| attrs.contains_key(*k)) =>
+        {
+            let v = ome_spatial(&g.scale);
+            if v.iter().any(|s| *s <= 0.0) {
+                return Err(format!(
+                    "OME-Zarr scale {:?} must be positive on the spatial axes",
+                    g.scale
+                ));
+            }
+            v
+        }
+        _ => spatial_attr(
+            attrs,
+            &["voxel_size", "resolution"],
+            spatial,
+            channel_axis,
+            true,
+            1.0,
+        )?,
+    };
+    let offset = match ome {
+        Some(g) if !attrs.contains_key("offset") => ome_spatial(&g.translation),
+        _ => spatial_attr(attrs, &["offset"], spatial, channel_axis, false, 0.0)?,
+    };
+    let units = units_from(attrs, ome, spatial)?;
     Ok(ArrayMeta {
         shape,
         chunk_shape,
@@ -542,6 +618,7 @@ fn resolve_layout(
         channel_axis,
         voxel_size,
         offset,
+        units,
     })
 }
 
@@ -599,6 +676,15 @@ fn find_arrays(root: &Path, dir: &Path, depth: usize, found: &mut Vec<String>) {
 mod tests {
     use super::*;
 
+    fn layout(shape: Vec<u64>, dtype: Dtype, zarr_format: u8) -> Layout {
+        Layout {
+            chunk_shape: shape.clone(),
+            shape,
+            dtype,
+            zarr_format,
+        }
+    }
+
     fn attrs(v: Value) -> serde_json::Map<String, Value> {
         v.as_object().cloned().unwrap_or_default()
     }
@@ -606,12 +692,10 @@ mod tests {
     #[test]
     fn channel_axis_from_names_and_shape() {
         let m = resolve_layout(
-            vec![2, 10, 12],
-            vec![2, 10, 12],
-            Dtype::U8,
-            3,
+            layout(vec![2, 10, 12], Dtype::U8, 3),
             Some(vec!["c^".into(), "y".into(), "x".into()]),
             &attrs(serde_json::json!({"resolution": [4, 2]})),
+            None,
             None,
         )
         .unwrap();
@@ -622,12 +706,10 @@ mod tests {
 
         // No names: an extra leading axis for a 2D network is a channel axis.
         let m = resolve_layout(
-            vec![3, 10, 12],
-            vec![3, 10, 12],
-            Dtype::U8,
-            2,
+            layout(vec![3, 10, 12], Dtype::U8, 2),
             None,
             &attrs(serde_json::json!({})),
+            None,
             Some(2),
         )
         .unwrap();
@@ -637,12 +719,10 @@ mod tests {
 
         // Names say three spatial axes: a 2D network cannot use it.
         let e = resolve_layout(
-            vec![3, 10, 12],
-            vec![3, 10, 12],
-            Dtype::U8,
-            2,
+            layout(vec![3, 10, 12], Dtype::U8, 2),
             Some(vec!["z".into(), "y".into(), "x".into()]),
             &attrs(serde_json::json!({})),
+            None,
             Some(2),
         )
         .unwrap_err();
@@ -656,12 +736,10 @@ mod tests {
     fn voxel_size_and_offset_attributes() {
         let a = attrs(serde_json::json!({"voxel_size": [1, 8, 8, 8], "offset": [0, 16, 8, 4]}));
         let m = resolve_layout(
-            vec![1, 4, 4, 4],
-            vec![1, 4, 4, 4],
-            Dtype::F32,
-            2,
+            layout(vec![1, 4, 4, 4], Dtype::F32, 2),
             None,
             &a,
+            None,
             Some(3),
         )
         .unwrap();
@@ -669,24 +747,22 @@ mod tests {
         assert_eq!(m.offset, vec![16.0, 8.0, 4.0]);
 
         let bad = attrs(serde_json::json!({"resolution": [0, 1]}));
-        let e =
-            resolve_layout(vec![4, 4], vec![4, 4], Dtype::F32, 2, None, &bad, Some(2)).unwrap_err();
+        let e = resolve_layout(layout(vec![4, 4], Dtype::F32, 2), None, &bad, None, Some(2))
+            .unwrap_err();
         assert!(e.contains("`resolution`"), "{e}");
         let bad = attrs(serde_json::json!({"offset": [1, 2, 3]}));
-        let e =
-            resolve_layout(vec![4, 4], vec![4, 4], Dtype::F32, 2, None, &bad, Some(2)).unwrap_err();
+        let e = resolve_layout(layout(vec![4, 4], Dtype::F32, 2), None, &bad, None, Some(2))
+            .unwrap_err();
         assert!(e.contains("`offset`"), "{e}");
     }
 
     #[test]
     fn non_leading_channel_axis_is_rejected() {
         let e = resolve_layout(
-            vec![10, 12, 2],
-            vec![10, 12, 2],
-            Dtype::U8,
-            3,
+            layout(vec![10, 12, 2], Dtype::U8, 3),
             Some(vec!["y".into(), "x".into(), "c^".into()]),
             &attrs(serde_json::json!({})),
+            None,
             None,
         )
         .unwrap_err();

@@ -1,6 +1,6 @@
 //! The one error type of dacapo-data.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong while opening, reading, sampling or writing data.
 #[derive(Debug, thiserror::Error)]
@@ -92,3 +92,13 @@ pub enum DataError {
 
 /// Result alias of this crate.
 pub type Result<T, E = DataError> = std::result::Result<T, E>;
+
+/// Maps an I/O error of `action` on `path` to [`DataError::Io`].
+pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DataError {
+    let path = path.to_owned();
+    move |source| DataError::Io {
+        action,
+        path,
+        source,
+    }
+}

@@ -2,7 +2,8 @@
 //!
 //! - [`ZarrArray`] opens zarr v2/v3 arrays (any integer or float dtype) and reads spatial
 //!   regions as `f32` (raw), `u64` (labels) or `bool` (masks), with voxel size, offset, axis
-//!   names and channel axis in [`ArrayMeta`]; [`write_array`]/[`create_array`] write them.
+//!   names and channel axis in [`ArrayMeta`]; [`write_array`]/[`create_array`] write them,
+//!   with OME-Zarr `multiscales` metadata for viewers ([`ome`]).
 //! - [`Dataset`] combines raw (normalised by a [`Normalizer`]), gt and an optional mask on one
 //!   voxel grid; [`DataSplit`] opens a run's train and validation datasets.
 //! - [`BatchSampler::batch`] draws augmented training batches as a pure function of
@@ -17,6 +18,7 @@ mod augment;
 pub mod dataset;
 pub mod error;
 pub mod normalize;
+pub mod ome;
 pub mod prefetch;
 pub mod sampler;
 pub mod synthetic;
@@ -29,4 +31,6 @@ pub use normalize::Normalizer;
 pub use prefetch::Prefetch;
 pub use sampler::{Batch, BatchSampler, SampleInfo, SamplerSpec, sample_seed};
 pub use synthetic::{SyntheticVolume, ensure_synthetic, generate};
-pub use write::{ArrayWriter, WriteElement, WriteOptions, ZarrVersion, create_array, write_array};
+pub use write::{
+    ArrayWriter, WriteElement, WriteOptions, ZarrVersion, create_array, open_writer, write_array,
+};

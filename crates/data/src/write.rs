@@ -1,5 +1,6 @@
 //! Writing zarr arrays (v3 by default, v2 optional) with chunking, compression and the
-//! geometry attributes `resolution`/`voxel_size`, `offset` and `axis_names`.
+//! geometry attributes `resolution`/`voxel_size`, `offset`, `axis_names` and `units`, repeated
+//! as OME-Zarr `multiscales` metadata in the parent group ([`crate::ome`]).
 //!
 //! v3 arrays are zstd-compressed and carry `dimension_names`; v2 arrays use zarr-python's
 //! default compressor (blosc lz4, level 5, byte shuffle) and `.` chunk keys. Missing parent
@@ -18,7 +19,7 @@ use zarrs::array::{Array, ArrayBuilder, ArrayMetadata, ArrayMetadataV2, ArraySub
 use zarrs::filesystem::FilesystemStore;
 
 use crate::array::node_path;
-use crate::error::{DataError, Result};
+use crate::error::{DataError, Result, io};
 
 mod private {
     pub trait Sealed {}
@@ -89,12 +90,31 @@ pub struct WriteOptions {
     /// One name per axis (`c^` marks a channel axis), written as `axis_names` (and v3
     /// `dimension_names`).
     pub axis_names: Option<Vec<String>>,
+    /// Unit per spatial axis (e.g. `nm`), written as `units` and as OME-Zarr axis units.
+    pub units: Option<Vec<String>>,
     /// Further attributes.
     pub attributes: serde_json::Map<String, Value>,
     /// Replace an existing array at the same path instead of failing.
     pub overwrite: bool,
     /// Leave chunks uncompressed.
     pub uncompressed: bool,
+}
+
+impl WriteOptions {
+    /// Options for an array on the spatial grid of `meta`: its voxel size, offset and, when it
+    /// has any, units.
+    pub fn on_grid_of(meta: &crate::ArrayMeta) -> Self {
+        Self {
+            voxel_size: Some(meta.voxel_size.clone()),
+            offset: Some(meta.offset.clone()),
+            units: meta
+                .units
+                .iter()
+                .any(|u| !u.is_empty())
+                .then(|| meta.units.clone()),
+            ..Self::default()
+        }
+    }
 }
 
 /// A created array that regions can be written into.
@@ -148,13 +168,17 @@ fn array_dir(container: &Path, path: &str) -> Result<PathBuf> {
     Ok(container.join(rel))
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DataError {
-    let path = path.to_owned();
-    move |source| DataError::Io {
-        action,
-        path,
-        source,
-    }
+/// Whether `dir` holds nothing but hidden entries (e.g. a tool's bookkeeping such as
+/// `.dacapo/`): no zarr node, so an array may be created there.
+pub fn only_hidden_entries(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().all(|e| {
+            e.file_name().to_string_lossy().starts_with('.')
+                && e.file_name() != ".zarray"
+                && e.file_name() != ".zgroup"
+                && e.file_name() != ".zattrs"
+        })
+    })
 }
 
 /// Writes group metadata into `dir` unless it already is a zarr node.
@@ -203,6 +227,7 @@ pub fn create_array<T: WriteElement>(
     }
     .map_err(zerr)?;
     array.store_metadata().map_err(|e| zerr(e.to_string()))?;
+    record_ome(container, path, shape.len(), opts)?;
     Ok(ArrayWriter {
         container: container.to_owned(),
         path: path.to_owned(),
@@ -238,7 +263,8 @@ fn chunk_shape(shape: &[u64], opts: &WriteOptions) -> std::result::Result<Vec<u6
     Ok(chunk)
 }
 
-/// Makes room for a new array at `dir`: nothing there, or an array that `opts.overwrite`
+/// Makes room for a new array at `dir`: nothing there (hidden entries such as a prediction
+/// ledger do not count), or an array that `opts.overwrite`
 /// allows to replace (removed); a group or other directory is never replaced (`refused`
 /// makes the error that says so).
 fn clear_existing(
@@ -246,7 +272,7 @@ fn clear_existing(
     opts: &WriteOptions,
     refused: impl Fn(String) -> DataError,
 ) -> Result<()> {
-    if !dir.exists() {
+    if !dir.exists() || only_hidden_entries(dir) {
         return Ok(());
     }
     let is_array = dir.join("zarr.json").is_file() || dir.join(".zarray").is_file();
@@ -288,6 +314,9 @@ fn array_attributes(opts: &WriteOptions) -> serde_json::Map<String, Value> {
     }
     if let Some(names) = &opts.axis_names {
         attributes.insert("axis_names".into(), json!(names));
+    }
+    if let Some(units) = &opts.units {
+        attributes.insert("units".into(), json!(units));
     }
     attributes
 }
@@ -351,6 +380,45 @@ fn array_v2<T: WriteElement>(
     .map_err(|e| e.to_string())
 }
 
+/// Records an array with a geometry in its parent group's OME-Zarr metadata.
+fn record_ome(container: &Path, path: &str, ndim: usize, opts: &WriteOptions) -> Result<()> {
+    if opts.voxel_size.is_none() && opts.offset.is_none() && opts.axis_names.is_none() {
+        return Ok(());
+    }
+    let names = opts.axis_names.clone().unwrap_or_else(|| {
+        let spatial = opts
+            .voxel_size
+            .as_ref()
+            .or(opts.offset.as_ref())
+            .map_or(ndim, Vec::len);
+        let mut n = vec!["c^".to_owned(); ndim.saturating_sub(spatial)];
+        n.extend(
+            ["z", "y", "x"][3usize.saturating_sub(spatial.min(3))..]
+                .iter()
+                .map(|s| (*s).to_owned()),
+        );
+        n
+    });
+    if names.len() != ndim {
+        return Ok(());
+    }
+    let spatial = ndim
+        - names
+            .iter()
+            .take_while(|n| *n == "c" || n.ends_with('^'))
+            .count();
+    let scale = opts
+        .voxel_size
+        .clone()
+        .unwrap_or_else(|| vec![1.0; spatial]);
+    let offset = opts.offset.clone().unwrap_or_else(|| vec![0.0; spatial]);
+    let units = opts.units.clone().unwrap_or_default();
+    if scale.len() != spatial || offset.len() != spatial {
+        return Ok(());
+    }
+    crate::ome::record_array(container, path, &names, &scale, &offset, &units)
+}
+
 impl<T: WriteElement> ArrayWriter<T> {
     /// Writes `data` at `begin` (all axes); the region must lie inside the array. Writes
     /// from several threads are safe when they touch disjoint chunks; writes that share a
@@ -387,10 +455,71 @@ impl<T: WriteElement> ArrayWriter<T> {
             })
     }
 
+    /// Makes the chunk files of a region written with [`ArrayWriter::write`] durable: the
+    /// store already syncs each file's content, this syncs the directories that name them
+    /// (new and removed all-zero chunks), so a marker written afterwards never outlives them.
+    pub fn sync_region(&self, begin: &[u64], shape: &[u64]) -> Result<()> {
+        let err = |message: String| DataError::Array {
+            container: self.container.clone(),
+            array: self.path.clone(),
+            message,
+        };
+        let subset = ArraySubset::new_with_start_shape(begin.to_vec(), shape.to_vec())
+            .map_err(|e| err(e.to_string()))?;
+        let chunks = self
+            .array
+            .chunks_in_array_subset(&subset)
+            .map_err(|e| err(e.to_string()))?
+            .ok_or_else(|| err(format!("no chunks for region {begin:?} {shape:?}")))?;
+        let mut dirs = std::collections::BTreeSet::new();
+        for indices in &chunks.indices() {
+            let key = self.array.chunk_key(&indices);
+            if let Some(dir) = self.container.join(key.as_str()).parent() {
+                dirs.insert(dir.to_owned());
+            }
+        }
+        for dir in dirs {
+            match std::fs::File::open(&dir) {
+                Ok(d) => d.sync_all().map_err(io("fsync directory", &dir))?,
+                // No chunk was stored below it (all fill value): nothing to sync.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("open directory", &dir)(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Shape of the array (all axes).
     pub fn shape(&self) -> &[u64] {
         self.array.shape()
     }
+}
+
+/// Opens an existing array for writing (e.g. by one of several worker processes); its
+/// element type must be `T`.
+pub fn open_writer<T: WriteElement>(container: &Path, path: &str) -> Result<ArrayWriter<T>> {
+    let zerr = |message: String| DataError::Zarr {
+        container: container.to_owned(),
+        array: path.to_owned(),
+        action: "open for writing",
+        message,
+    };
+    let store = Arc::new(FilesystemStore::new(container).map_err(|e| zerr(e.to_string()))?);
+    let array = Array::open(store, &node_path(path)).map_err(|e| zerr(e.to_string()))?;
+    if array.data_type() != &T::data_type() {
+        return Err(DataError::Dtype {
+            container: container.to_owned(),
+            array: path.to_owned(),
+            found: array.data_type().to_string(),
+            expected: format!("expected {} for this output", T::data_type()),
+        });
+    }
+    Ok(ArrayWriter {
+        container: container.to_owned(),
+        path: path.to_owned(),
+        array,
+        _element: PhantomData,
+    })
 }
 
 /// Creates an array at `path` inside `container` holding `data`.

@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Result, io_err};
 
 /// Flushes a directory's entries (new, renamed or removed names) to disk.
-pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
+pub fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err("fsync directory", dir))
 }
 
 /// A name suffix unique within this host for the life of this process.
-pub(crate) fn unique_suffix() -> String {
+pub fn unique_suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     format!(
         "{}-{}",
@@ -26,7 +26,7 @@ pub(crate) fn unique_suffix() -> String {
 
 /// Creates `dir` and any missing parents; with `fsync`, makes each newly created one durable
 /// by syncing its parent.
-pub(crate) fn create_dir_durable(dir: &Path, fsync: bool) -> Result<()> {
+pub fn create_dir_durable(dir: &Path, fsync: bool) -> Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -50,7 +50,7 @@ pub(crate) fn create_dir_durable(dir: &Path, fsync: bool) -> Result<()> {
 ///
 /// Writes a hidden temp file beside it and renames it over `path`; with `fsync`, the new
 /// content and the rename are durable when this returns.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()

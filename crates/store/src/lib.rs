@@ -37,7 +37,7 @@
 pub mod conformance;
 pub mod error;
 pub mod file_stats;
-mod fsutil;
+pub mod fsutil;
 pub mod interop;
 mod json;
 pub mod layout;

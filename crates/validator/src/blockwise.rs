@@ -15,8 +15,12 @@
 //!   array's edge, overlapping its neighbour and running over the edge by less than `grid`
 //!   voxels (whose outputs are cropped). An axis shorter than one block gets one block at 0.
 //!
-//! Every output voxel is written exactly once (overlapping parts of a block are cropped away),
-//! so [`predict_blockwise_with`] can stream blocks from and to disk with bounded memory.
+//! Every output voxel is written exactly once: block `j` of an axis writes `[j * step, (j + 1)
+//! * step)` and the last block everything from its neighbour's end to the edge (overlapping
+//! parts are cropped away). Written regions are therefore whole chunks of a `step`-chunked
+//! array ([`BlockGrid::chunk_shape`]), each chunk written by exactly one block, so blocks can
+//! be predicted in any order, by any number of processes, and streamed from and to disk with
+//! bounded memory ([`predict_blockwise_with`], [`predict_one_block`]).
 
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice};
 
@@ -133,33 +137,39 @@ impl BlockSpec {
     }
 }
 
+/// The distance between block starts along an axis: the block rounded down to the grid.
+fn axis_step(block: usize, grid: usize) -> usize {
+    (block / grid * grid).max(grid)
+}
+
 /// The blocks along one axis of length `len` (see the module docs).
 fn axis_blocks(len: usize, block: usize, grid: usize) -> Vec<AxisBlock> {
-    let mut starts = Vec::new();
     if len <= block {
-        starts.push(0);
-    } else {
-        let step = (block / grid * grid).max(grid);
-        let mut s = 0;
-        while s + block < len {
-            starts.push(s);
-            s += step;
-        }
-        // The first grid position from which a block reaches the edge; at most `s`, and
-        // after every earlier start.
-        starts.push((len - block).div_ceil(grid) * grid);
+        return vec![AxisBlock {
+            start: 0,
+            write_lo: 0,
+            write_hi: len,
+        }];
     }
-    let mut out = Vec::with_capacity(starts.len());
-    let mut written = 0;
-    for start in starts {
-        let write_hi = (start + block).min(len);
+    let step = axis_step(block, grid);
+    let mut out = Vec::new();
+    let mut s = 0;
+    while s + block < len {
         out.push(AxisBlock {
-            start,
-            write_lo: written,
-            write_hi,
+            start: s,
+            write_lo: s,
+            write_hi: s + step,
         });
-        written = write_hi;
+        s += step;
     }
+    // The first grid position from which a block reaches the edge: at most `s` (a multiple
+    // of the grid that reaches it) and after every earlier start. It writes from `s`, where
+    // its neighbour stopped, to the edge.
+    out.push(AxisBlock {
+        start: (len - block).div_ceil(grid) * grid,
+        write_lo: s,
+        write_hi: len,
+    });
     out
 }
 
@@ -169,37 +179,111 @@ fn axis_starts(len: usize, block: usize) -> Vec<usize> {
     axis_blocks(len, block, 1).iter().map(|b| b.start).collect()
 }
 
-/// Every block covering `spatial`, in raster order, as per-axis blocks.
-fn plan(spatial: &[usize], spec: &BlockSpec) -> Vec<Vec<AxisBlock>> {
-    let per_axis: Vec<Vec<AxisBlock>> = spatial
-        .iter()
-        .zip(&spec.output_block)
-        .enumerate()
-        .map(|(a, (&n, &b))| axis_blocks(n, b, spec.grid_of(a)))
-        .collect();
-    let mut out = vec![Vec::new()];
-    for blocks in &per_axis {
-        out = out
-            .into_iter()
-            .flat_map(|prefix| {
-                blocks.iter().map(move |&b| {
-                    let mut p = prefix.clone();
-                    p.push(b);
-                    p
-                })
-            })
+/// The blocks of a blockwise prediction over one array, in raster order (the last axis
+/// fastest): where each reads its input and which output region it writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockGrid {
+    spatial: Vec<usize>,
+    spec: BlockSpec,
+    axes: Vec<Vec<AxisBlock>>,
+}
+
+/// One block of a [`BlockGrid`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// Position in raster order.
+    pub index: usize,
+    /// Output-space start of the block (its input starts `context` earlier).
+    pub start: Vec<usize>,
+    /// Start of the output region it writes.
+    pub write_begin: Vec<usize>,
+    /// Shape of the output region it writes.
+    pub write_shape: Vec<usize>,
+}
+
+impl BlockGrid {
+    /// The blocks covering an array of spatial shape `spatial`; errors when `spec` cannot.
+    pub fn new(spatial: &[usize], spec: &BlockSpec) -> Result<Self, ValidatorError> {
+        spec.check(spatial)?;
+        let axes = spatial
+            .iter()
+            .zip(&spec.output_block)
+            .enumerate()
+            .map(|(a, (&n, &b))| axis_blocks(n, b, spec.grid_of(a)))
             .collect();
+        Ok(Self {
+            spatial: spatial.to_vec(),
+            spec: spec.clone(),
+            axes,
+        })
     }
-    out
+
+    /// Number of blocks.
+    pub fn len(&self) -> usize {
+        self.axes.iter().map(Vec::len).product()
+    }
+
+    /// Whether there is no block (never: every axis has at least one).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Spatial shape of the array.
+    pub fn spatial(&self) -> &[usize] {
+        &self.spatial
+    }
+
+    /// The block geometry.
+    pub fn spec(&self) -> &BlockSpec {
+        &self.spec
+    }
+
+    /// Blocks per axis.
+    pub fn blocks_per_axis(&self) -> Vec<usize> {
+        self.axes.iter().map(Vec::len).collect()
+    }
+
+    /// Spatial chunk shape whose chunks are each written by exactly one block: the step
+    /// between blocks, or the whole axis when it has one block.
+    pub fn chunk_shape(&self) -> Vec<usize> {
+        self.axes
+            .iter()
+            .enumerate()
+            .map(|(a, blocks)| {
+                if blocks.len() == 1 {
+                    self.spatial[a]
+                } else {
+                    axis_step(self.spec.output_block[a], self.spec.grid_of(a))
+                }
+            })
+            .collect()
+    }
+
+    /// Block `index` (`< len()`).
+    pub fn block(&self, index: usize) -> Block {
+        let mut rest = index;
+        let mut axes = Vec::with_capacity(self.axes.len());
+        for blocks in self.axes.iter().rev() {
+            axes.push(blocks[rest % blocks.len()]);
+            rest /= blocks.len();
+        }
+        axes.reverse();
+        Block {
+            index,
+            start: axes.iter().map(|b| b.start).collect(),
+            write_begin: axes.iter().map(|b| b.write_lo).collect(),
+            write_shape: axes.iter().map(|b| b.write_hi - b.write_lo).collect(),
+        }
+    }
 }
 
 /// Output-space start of every block covering `spatial` (no grid alignment), in raster order.
 pub fn block_starts(spatial: &[usize], output_block: &[usize]) -> Vec<Vec<usize>> {
     let spec = BlockSpec::new(output_block.to_vec(), vec![0; output_block.len()]);
-    plan(spatial, &spec)
-        .into_iter()
-        .map(|b| b.iter().map(|a| a.start).collect())
-        .collect()
+    match BlockGrid::new(spatial, &spec) {
+        Ok(grid) => (0..grid.len()).map(|i| grid.block(i).start).collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Number of blocks [`predict_blockwise`] runs for an array of spatial shape `spatial`.
@@ -372,73 +456,105 @@ where
     W: FnMut(&[usize], ArrayViewD<f32>) -> Result<(), WE>,
     WE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    spec.check(spatial)?;
-    if channels == 0 {
-        return Err(ValidatorError::Prediction {
-            shape: spatial.to_vec(),
-            reason: "the input has no channel".into(),
-        });
-    }
-    let in_block = spec.input_block();
-    let blocks = plan(spatial, spec);
-    let total = blocks.len();
+    let grid = BlockGrid::new(spatial, spec)?;
+    let total = grid.len();
     let mut out_channels = None;
-    for (index, block) in blocks.iter().enumerate() {
-        let start: Vec<usize> = block.iter().map(|b| b.start).collect();
-        let io_error = |action: &'static str, e: Box<dyn std::error::Error + Send + Sync>| {
-            ValidatorError::BlockIo {
-                index,
-                offset: start.clone(),
-                action,
-                source: e,
-            }
-        };
-        let origin: Vec<isize> = start
-            .iter()
-            .zip(&spec.context)
-            .map(|(&s, &c)| s as isize - c as isize)
-            .collect();
-        let mut read_dyn = |lo: &[usize], len: &[usize]| read(lo, len).map_err(Into::into);
-        let input = read_block(
-            channels,
-            spatial,
-            &origin,
-            &in_block,
-            spec.padding,
-            &mut read_dyn,
-        )
-        .map_err(|e| io_error("reading", e))?;
-        let predicted = predict(input.view()).map_err(|e| ValidatorError::Predict {
-            index,
-            offset: start.clone(),
-            source: e.into(),
-        })?;
-        let shape_ok = predicted.ndim() == spatial.len() + 1
-            && predicted.shape()[1..] == spec.output_block[..]
-            && out_channels.is_none_or(|c| c == predicted.len_of(Axis(0)));
-        if !shape_ok {
+    for index in 0..total {
+        let c = predict_one_block(&grid, channels, index, &mut read, &mut predict, &mut write)?;
+        if let Some(expected) = out_channels.filter(|&o| o != c) {
             return Err(ValidatorError::BlockOutputShape {
                 index,
-                offset: start.clone(),
-                got: predicted.shape().to_vec(),
-                expected: spec.output_block.clone(),
+                offset: grid.block(index).start,
+                got: vec![c],
+                expected: vec![expected],
             });
         }
-        out_channels = Some(predicted.len_of(Axis(0)));
-        let region = predicted.slice_each_axis(|ax| match ax.axis.index() {
-            0 => Slice::from(..),
-            i => {
-                let b = block[i - 1];
-                Slice::from(b.write_lo - b.start..b.write_hi - b.start)
-            }
-        });
-        let begin: Vec<usize> = block.iter().map(|b| b.write_lo).collect();
-        write(&begin, region).map_err(|e| io_error("writing", e.into()))?;
+        out_channels = Some(c);
         if let Some(report) = progress.as_mut() {
             report(index + 1, total);
         }
     }
     out_channels.ok_or_else(|| ValidatorError::BlockSpec("no block to predict".into()))
+}
+
+/// Predicts block `index` of `grid`: reads its input (padded beyond the edges) through
+/// `read`, predicts it with `predict` and writes its output region through `write`, as
+/// [`predict_blockwise_with`] does for every block. Returns the number of output channels.
+pub fn predict_one_block<R, RE, F, E, W, WE>(
+    grid: &BlockGrid,
+    channels: usize,
+    index: usize,
+    read: &mut R,
+    predict: &mut F,
+    write: &mut W,
+) -> Result<usize, ValidatorError>
+where
+    R: FnMut(&[usize], &[usize]) -> Result<ArrayD<f32>, RE>,
+    RE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: FnMut(ArrayViewD<f32>) -> Result<ArrayD<f32>, E>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    W: FnMut(&[usize], ArrayViewD<f32>) -> Result<(), WE>,
+    WE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let spec = &grid.spec;
+    let spatial = &grid.spatial;
+    if channels == 0 {
+        return Err(ValidatorError::Prediction {
+            shape: spatial.clone(),
+            reason: "the input has no channel".into(),
+        });
+    }
+    let block = grid.block(index);
+    let start = block.start.clone();
+    let io_error = |action: &'static str, e: Box<dyn std::error::Error + Send + Sync>| {
+        ValidatorError::BlockIo {
+            index,
+            offset: start.clone(),
+            action,
+            source: e,
+        }
+    };
+    let origin: Vec<isize> = start
+        .iter()
+        .zip(&spec.context)
+        .map(|(&s, &c)| s as isize - c as isize)
+        .collect();
+    let mut read_dyn = |lo: &[usize], len: &[usize]| read(lo, len).map_err(Into::into);
+    let input = read_block(
+        channels,
+        spatial,
+        &origin,
+        &spec.input_block(),
+        spec.padding,
+        &mut read_dyn,
+    )
+    .map_err(|e| io_error("reading", e))?;
+    let predicted = predict(input.view()).map_err(|e| ValidatorError::Predict {
+        index,
+        offset: start.clone(),
+        source: e.into(),
+    })?;
+    drop(input);
+    let shape_ok = predicted.ndim() == spatial.len() + 1
+        && predicted.shape()[1..] == spec.output_block[..]
+        && predicted.len_of(Axis(0)) > 0;
+    if !shape_ok {
+        return Err(ValidatorError::BlockOutputShape {
+            index,
+            offset: start.clone(),
+            got: predicted.shape().to_vec(),
+            expected: spec.output_block.clone(),
+        });
+    }
+    let region = predicted.slice_each_axis(|ax| match ax.axis.index() {
+        0 => Slice::from(..),
+        i => {
+            let lo = block.write_begin[i - 1] - start[i - 1];
+            Slice::from(lo..lo + block.write_shape[i - 1])
+        }
+    });
+    write(&block.write_begin, region).map_err(|e| io_error("writing", e.into()))?;
+    Ok(predicted.len_of(Axis(0)))
 }
 
 #[cfg(test)]
@@ -650,11 +766,14 @@ mod tests {
                 .map(|b| (b.start, b.write_lo, b.write_hi))
                 .collect::<Vec<_>>()
         };
-        // Step 4 (5 rounded down to the grid of 2); the last block starts at 10 >= 15 - 5.
+        // Step 4 (5 rounded down to the grid of 2); the last block starts at 10 >= 15 - 5
+        // and writes from 12, where its neighbour stopped.
         assert_eq!(
             blocks(15, 5, 2),
-            vec![(0, 0, 5), (4, 5, 9), (8, 9, 13), (10, 13, 15)]
+            vec![(0, 0, 4), (4, 4, 8), (8, 8, 12), (10, 12, 15)]
         );
+        // The last block may write more than one step (two chunks of 4).
+        assert_eq!(blocks(15, 7, 4), vec![(0, 0, 4), (4, 4, 8), (8, 8, 15)]);
         // 15 - 4 = 11 is rounded up to 12: the last block runs over the edge by one voxel.
         assert_eq!(
             blocks(15, 4, 2),

@@ -118,6 +118,32 @@ pub enum ValidatorError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// The bookkeeping of a resumable prediction could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Ledger {
+        /// What was attempted.
+        action: &'static str,
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A prediction job that cannot be used as it is.
+    #[error("prediction job {path}: {message}")]
+    Job {
+        /// The job file (or output array).
+        path: std::path::PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// Another launch works on the same output.
+    #[error("output {output} is busy: {who}")]
+    Busy {
+        /// The output array's directory.
+        output: std::path::PathBuf,
+        /// Who holds it.
+        who: String,
+    },
     /// A validation snapshot could not be written.
     #[error("cannot write the validation snapshot {path}: {source}")]
     Snapshot {

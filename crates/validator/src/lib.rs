@@ -10,11 +10,13 @@
 //! - [`snapshot`]: per validation a PNG of a central slice of raw, ground truth, prediction
 //!   and the best segmentation side by side.
 //! - [`revalidate`]: `dacapo validate`, re-scoring stored checkpoints and best records.
-//! - [`predict`]: `dacapo predict`, a whole zarr array streamed block by block to a new one.
+//! - [`predict`]: `dacapo predict`, a whole zarr array predicted block by block into a new one,
+//!   by one or many worker processes; [`ledger`]: its resumable bookkeeping.
 
 pub mod blockwise;
 mod error;
 pub mod evaluate;
+pub mod ledger;
 pub mod postprocess;
 pub mod predict;
 pub mod revalidate;
@@ -22,6 +24,10 @@ pub mod run;
 pub mod snapshot;
 
 pub use error::ValidatorError;
-pub use predict::{PredictJob, PredictSummary, ZarrPath, predict_zarr};
+pub use ledger::{Ledger, PredictSpec, Status};
+pub use predict::{
+    BlockWorker, JobRequest, PostProcess, Prepared, WorkerSummary, ZarrPath, checkpoint_sha256,
+    job_grid, plan_job, prepare_output,
+};
 pub use revalidate::{Checkpoints, RevalidateOptions, RevalidateSummary, revalidate};
 pub use run::{RunValidator, ValidatorOptions};

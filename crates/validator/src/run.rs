@@ -637,12 +637,10 @@ fn write_prediction(
     attributes.insert("iteration".into(), serde_json::json!(iteration));
     attributes.insert("dataset".into(), serde_json::json!(dataset.name()));
     let opts = WriteOptions {
-        voxel_size: Some(meta.voxel_size.clone()),
-        offset: Some(meta.offset.clone()),
         axis_names: Some(axis_names),
         attributes,
         overwrite: true,
-        ..WriteOptions::default()
+        ..WriteOptions::on_grid_of(meta)
     };
     write_array(container, PREDICTION_ARRAY, prediction, &opts)?;
     Ok(())

@@ -8,6 +8,7 @@ mod errors;
 mod interop;
 mod kill_resume;
 mod plot;
+mod predict_scale;
 mod progress;
 mod remote_stores;
 mod runs;

@@ -35,6 +35,12 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
+/// Stderr of a command that must succeed.
+pub fn ok_stderr(out: &Output) -> String {
+    ok(out);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Stderr of a command that must fail.
 pub fn fails(out: &Output) -> String {
     assert!(
@@ -58,9 +64,7 @@ pub fn tiny(dir: &Path, name: &str) -> TinyRun {
 
 /// `dacapo train CONFIG` to the end; its stderr.
 pub fn train(config: &Path) -> String {
-    let out = dacapo().arg("train").arg(config).output().unwrap();
-    ok(&out);
-    String::from_utf8(out.stderr).unwrap()
+    ok_stderr(&dacapo().arg("train").arg(config).output().unwrap())
 }
 
 /// `dacapo train CONFIG` started in the background with its output discarded (to be killed).

@@ -144,8 +144,15 @@ fn validate_and_predict_a_trained_run() {
         .iter()
         .fold(0.0f32, |m, v| m.max(v.abs()));
     assert!(diff < 1e-6, "max difference {diff}");
-    // An existing output is not replaced without --overwrite.
-    let err = fails(&predict(&["--iteration", "2"]));
-    assert!(err.contains("already exists"), "{err}");
-    ok(&predict(&["--iteration", "2", "--overwrite"]));
+    // The same job again finds every block done; another checkpoint on the existing output
+    // is refused without --overwrite.
+    let err = String::from_utf8_lossy(&predict(&["--best", "val/dice"]).stderr).into_owned();
+    assert!(err.contains("were done already"), "{err}");
+    let other = if record.iteration == 2 { "4" } else { "2" };
+    let err = fails(&predict(&["--iteration", other]));
+    assert!(
+        err.contains("already exists with the prediction of another job"),
+        "{err}"
+    );
+    ok(&predict(&["--iteration", other, "--overwrite"]));
 }

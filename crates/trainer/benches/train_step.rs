@@ -75,8 +75,9 @@ fn bench(name: &str, on: &Chosen, cfg: UNetConfig, near: &[usize], timed: usize)
 }
 
 fn main() {
-    // As `dacapo train` does: reuse freed activations instead of page-faulting them in anew.
-    dacapo_kernels::keep_freed_memory();
+    // As `dacapo train` does: the default thread pool, and freed activations kept for reuse
+    // instead of page-faulted in anew.
+    backend::set_cpu_threads(None);
     // `cargo bench` passes `--bench`; a name filter selects one workload.
     let filter: Vec<String> = std::env::args()
         .skip(1)
