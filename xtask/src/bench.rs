@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
-use crate::{cargo, root};
+use crate::{QuickBackend, cargo, root, torch};
 
 /// Arguments of `cargo xtask bench`.
 #[derive(Args)]
@@ -24,9 +24,18 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// A Python with torch: also run the PyTorch reference of each training-step workload
-    /// (crates/models/benches/torch_unet_step.py) and print torch/ours.
+    /// (crates/trainer/benches/torch_unet_step.py) and print torch/ours; on the same GPU
+    /// when `--device cuda:N`.
     #[arg(long, value_name = "PYTHON")]
     torch: Option<PathBuf>,
+    /// Backend of the `train` benchmarks (built in with its cargo feature; `tch` needs
+    /// `cargo xtask setup --tch` first).
+    #[arg(long, value_enum, default_value_t = QuickBackend::Flex)]
+    backend: QuickBackend,
+    /// Device of the `train` benchmarks, as `run.device` writes it (`cpu`, `cuda:0`,
+    /// `vulkan:1`, `default`).
+    #[arg(long, default_value = "default")]
+    device: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -41,7 +50,7 @@ enum Suite {
 fn targets(suite: Suite) -> Vec<(&'static str, &'static str)> {
     let all = [
         (Suite::Stores, ("dacapo-store", "stores")),
-        (Suite::Train, ("dacapo-models", "train_step")),
+        (Suite::Train, ("dacapo-trainer", "train_step")),
         (Suite::Train, ("dacapo-trainer", "iteration")),
         (Suite::Predict, ("dacapo-validator", "predict")),
     ];
@@ -51,8 +60,35 @@ fn targets(suite: Suite) -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
+/// Builds and runs the train benchmarks on `args.backend` and `args.device`: the backend's
+/// cargo feature, and for `tch` the torch venv's libtorch.
+fn on_backend(cmd: &mut Command, args: &BenchArgs) -> Result<()> {
+    if args.backend != QuickBackend::Flex {
+        cmd.args(["--features", args.backend.name()]);
+    }
+    if args.backend == QuickBackend::Tch {
+        let venv = torch::venv_dir();
+        if !torch::venv_is_valid(&venv) {
+            bail!(
+                "--backend tch needs libtorch: no torch {} venv at {} (`cargo xtask setup --tch` \
+                 makes it)",
+                torch::TORCH_VERSION,
+                venv.display()
+            );
+        }
+        torch::build_env(cmd, &venv)?;
+    }
+    cmd.env("DACAPO_BENCH_BACKEND", args.backend.name())
+        .env("DACAPO_BENCH_DEVICE", &args.device);
+    Ok(())
+}
+
 /// Runs the suite and prints its results.
 pub fn run(args: &BenchArgs) -> Result<()> {
+    let on_flex = args.backend == QuickBackend::Flex && args.device == "default";
+    if !on_flex && args.suite != Suite::Train {
+        bail!("--backend and --device apply to `cargo xtask bench train` only");
+    }
     let mut results: Vec<Value> = Vec::new();
     for (package, bench) in targets(args.suite) {
         let mut cmd = cargo();
@@ -60,6 +96,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .stdout(Stdio::piped());
         if args.quick {
             cmd.env("DACAPO_BENCH_QUICK", "1");
+        }
+        if args.suite == Suite::Train {
+            on_backend(&mut cmd, args)?;
         }
         eprintln!("xtask: running {cmd:?}");
         let mut child = cmd.spawn().context("cannot start cargo bench")?;
@@ -101,9 +140,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 }
 
 /// Runs the PyTorch reference of every training-step workload in `results` with `python`,
-/// on the same input size and thread count.
+/// on the same input size and thread count, and on the same CUDA GPU where ours ran on one.
 fn torch_side(python: &Path, results: &[Value]) -> Result<Vec<Value>> {
-    let script = root().join("crates/models/benches/torch_unet_step.py");
+    let script = root().join("crates/trainer/benches/torch_unet_step.py");
     let mut out = Vec::new();
     for v in results {
         let dims = match v.get("workload").and_then(Value::as_str) {
@@ -113,9 +152,17 @@ fn torch_side(python: &Path, results: &[Value]) -> Result<Vec<Value>> {
         };
         let size = v.pointer("/input/2").and_then(Value::as_u64).unwrap_or(256);
         let threads = v.get("threads").and_then(Value::as_u64).unwrap_or(1);
+        let device = match v.get("device").and_then(Value::as_str) {
+            Some(d) if d.starts_with("cuda") => d.to_owned(),
+            _ => "cpu".to_owned(),
+        };
         let mut cmd = Command::new(python);
-        cmd.arg(&script)
-            .args([size.to_string(), threads.to_string(), dims.to_string()]);
+        cmd.arg(&script).args([
+            size.to_string(),
+            threads.to_string(),
+            dims.to_string(),
+            device,
+        ]);
         eprintln!("xtask: running {cmd:?}");
         let output = cmd
             .output()
@@ -147,8 +194,8 @@ fn torch_table(results: &[Value]) -> String {
     };
     let median = |v: &Value| v.get("median_s").and_then(Value::as_f64);
     let mut out = String::from(
-        "| workload | ours (s) | torch (s) | torch/ours | ours peak RSS (MB) | torch peak RSS (MB) |\n\
-         |---|---|---|---|---|---|\n",
+        "| workload | ours on | ours (s) | torch (s) | torch/ours | ours peak RSS (MB) | torch peak RSS (MB) |\n\
+         |---|---|---|---|---|---|---|\n",
     );
     for theirs in results.iter().filter(|v| is_torch(v)) {
         let workload = theirs.get("workload");
@@ -162,9 +209,12 @@ fn torch_table(results: &[Value]) -> String {
             continue;
         };
         let rss = |v: &Value| v.get("peak_rss_mb").map_or("?".into(), Value::to_string);
+        let text = |key: &str| ours.get(key).and_then(Value::as_str).unwrap_or("?");
         out.push_str(&format!(
-            "| {} | {a:.4} | {b:.4} | {:.2} | {} | {} |\n",
+            "| {} | {} {} | {a:.4} | {b:.4} | {:.2} | {} | {} |\n",
             workload.and_then(Value::as_str).unwrap_or("?"),
+            text("backend"),
+            text("device"),
             b / a,
             rss(ours),
             rss(theirs)

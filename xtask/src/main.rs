@@ -8,6 +8,7 @@ mod deps;
 mod readers;
 mod services;
 mod sweep;
+mod torch;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -30,6 +31,10 @@ enum Cmd {
         /// Also install Mesa's Vulkan drivers so the wgpu backend runs without a GPU.
         #[arg(long)]
         wgpu: bool,
+        /// Also make a venv with PyPI's torch (libtorch, cached outside the clone) and build
+        /// `dacapo` with the tch backend against it.
+        #[arg(long)]
+        tch: bool,
         /// Also make the Python venv with `ome-zarr` that the OME-Zarr reader test uses.
         #[arg(long)]
         ome_zarr: bool,
@@ -53,6 +58,9 @@ enum Cmd {
     },
     /// Generate the synthetic data if missing and train configs/quickstart.toml.
     Quickstart {
+        /// Backend to build in and train on (`tch` first makes its torch venv).
+        #[arg(long, value_enum, default_value_t = QuickBackend::Flex)]
+        backend: QuickBackend,
         /// Extra arguments passed to `dacapo train`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -74,6 +82,27 @@ enum Cmd {
     },
 }
 
+/// A compute backend of `dacapo` (each a cargo feature but flex).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum QuickBackend {
+    Flex,
+    Wgpu,
+    Cuda,
+    Tch,
+}
+
+impl QuickBackend {
+    /// The backend's name, as `run.backend` and its cargo feature spell it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            QuickBackend::Flex => "flex",
+            QuickBackend::Wgpu => "wgpu",
+            QuickBackend::Cuda => "cuda",
+            QuickBackend::Tch => "tch",
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -88,11 +117,12 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Setup {
             wgpu,
+            tch,
             ome_zarr,
             tensorboard,
             check,
         } => {
-            setup(wgpu, check)?;
+            setup(wgpu, tch, check)?;
             if ome_zarr {
                 readers::OME_ZARR.ensure(check)?;
             }
@@ -104,7 +134,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Ci => ci(),
         Cmd::Deps => deps::run(),
         Cmd::Test { args } => test(&args),
-        Cmd::Quickstart { args } => quickstart(&args),
+        Cmd::Quickstart { backend, args } => quickstart(backend, &args),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Sweep(args) => sweep::run(&args),
         Cmd::Services(args) => services::run(&args),
@@ -154,7 +184,52 @@ fn dpkg_installed(package: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
-fn setup(wgpu: bool, check: bool) -> Result<()> {
+fn setup(wgpu: bool, tch: bool, check: bool) -> Result<()> {
+    install_packages(wgpu, tch, check)?;
+    if tch {
+        if check {
+            let venv = torch::venv_dir();
+            if !torch::venv_is_valid(&venv) {
+                bail!(
+                    "no torch {} venv at {} (run `cargo xtask setup --tch`)",
+                    torch::TORCH_VERSION,
+                    venv.display()
+                );
+            }
+        } else {
+            build_tch()?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the torch venv and builds `dacapo` (release) with the tch backend against it.
+fn build_tch() -> Result<()> {
+    let venv = torch::ensure_venv()?;
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "dacapo-cli",
+        "--features",
+        "tch",
+    ]);
+    torch::build_env(&mut cmd, &venv)?;
+    status(&mut cmd)?;
+    eprintln!(
+        "xtask: built `dacapo` with the tch backend (target/release/dacapo under cargo's \
+         target directory; it finds libtorch in {} by itself). To build it yourself: \
+         LIBTORCH_USE_PYTORCH=1 PATH={}:$PATH cargo build --release -p dacapo-cli --features tch",
+        venv.display(),
+        venv.join("bin").display()
+    );
+    Ok(())
+}
+
+/// Checks the toolchain and installs the system packages the chosen backends need.
+fn install_packages(wgpu: bool, tch: bool, check: bool) -> Result<()> {
     // rustc must be new enough for burn 0.22 (Rust 1.95).
     let version = Command::new("rustc")
         .arg("--version")
@@ -204,6 +279,9 @@ fn setup(wgpu: bool, check: bool) -> Result<()> {
     }
     if wgpu && !dpkg_installed("mesa-vulkan-drivers") {
         packages.extend(["mesa-vulkan-drivers", "libvulkan1"]);
+    }
+    if tch && !torch::python_can_make_venvs() {
+        packages.extend(["python3", "python3-venv"]);
     }
     if packages.is_empty() {
         eprintln!("xtask: setup: nothing to install");
@@ -274,12 +352,16 @@ fn ci() -> Result<()> {
     python.extend(readers::TENSORBOARD.env());
     test_with(&[], &python)?;
     let wgpu = wgpu_test()?;
+    let tch = tch_test()?;
     eprintln!("xtask: ci passed");
     for (name, why) in &started.skipped {
         eprintln!("xtask: SKIPPED the {name} tests: the service {why}");
     }
     if let Some(why) = wgpu {
         eprintln!("xtask: SKIPPED the wgpu backend test: {why}");
+    }
+    if let Some(why) = tch {
+        eprintln!("xtask: SKIPPED the tch backend tests: {why}");
     }
     Ok(())
 }
@@ -296,14 +378,50 @@ fn wgpu_test() -> Result<Option<&'static str>> {
         "test",
         "--locked",
         "-p",
-        "dacapo-runtime",
+        "dacapo-trainer",
         "--features",
         "wgpu",
         "--test",
-        "wgpu_backend",
+        "backends",
         "--",
         "--nocapture",
     ]))?;
+    Ok(None)
+}
+
+/// The backend conformance tests (and `dacapo` end to end) on libtorch's CPU, when
+/// `cargo xtask setup --tch` has made the torch venv (CI does not make it: a 3 GB download);
+/// else why they were skipped.
+fn tch_test() -> Result<Option<String>> {
+    let venv = torch::venv_dir();
+    if !torch::venv_is_valid(&venv) {
+        return Ok(Some(format!(
+            "no torch {} venv at {} (`cargo xtask setup --tch` makes it)",
+            torch::TORCH_VERSION,
+            venv.display()
+        )));
+    }
+    // Both with the same packages and features, so the second reuses the first's build.
+    for (test, filter) in [("backends", ""), ("cli", "devices::")] {
+        let mut cmd = cargo();
+        cmd.args([
+            "test",
+            "--locked",
+            "-p",
+            "dacapo-trainer",
+            "-p",
+            "dacapo-cli",
+            "--features",
+            "dacapo-trainer/tch,dacapo-cli/tch",
+            "--test",
+            test,
+            "--",
+            "--nocapture",
+            filter,
+        ]);
+        torch::build_env(&mut cmd, &venv)?;
+        status(&mut cmd)?;
+    }
     Ok(None)
 }
 
@@ -337,22 +455,29 @@ fn test_with(args: &[String], extra: &[(String, String)]) -> Result<()> {
     )
 }
 
-fn quickstart(args: &[String]) -> Result<()> {
-    setup(false, false)?;
-    status(
-        cargo()
-            .args([
-                "run",
-                "--release",
-                "--locked",
-                "-p",
-                "dacapo-cli",
-                "--",
-                "train",
-                "configs/quickstart.toml",
-            ])
-            .args(args),
-    )
+fn quickstart(backend: QuickBackend, args: &[String]) -> Result<()> {
+    setup(
+        backend == QuickBackend::Wgpu,
+        backend == QuickBackend::Tch,
+        false,
+    )?;
+    let mut cmd = cargo();
+    cmd.args(["run", "--release", "--locked", "-p", "dacapo-cli"]);
+    if backend != QuickBackend::Flex {
+        cmd.args(["--features", backend.name()]);
+    }
+    if backend == QuickBackend::Tch {
+        torch::build_env(&mut cmd, &torch::venv_dir())?;
+    }
+    cmd.args([
+        "--",
+        "train",
+        "configs/quickstart.toml",
+        "--backend",
+        backend.name(),
+    ])
+    .args(args);
+    status(&mut cmd)
 }
 
 fn crash(trials: u32, train: bool) -> Result<()> {

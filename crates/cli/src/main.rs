@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use dacapo_core::config::{Backend, DeviceSpec};
 
 use crate::progress::LogFormat;
 
@@ -53,6 +54,18 @@ impl RootArg {
             .or_else(|| std::env::var_os("DACAPO__STORES__ROOT").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("runs"))
     }
+}
+
+/// The backend and device to compute on, overriding the run config.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ComputeArgs {
+    /// Compute backend, overriding `run.backend` (flex, wgpu, cuda, tch).
+    #[arg(long)]
+    pub backend: Option<Backend>,
+    /// Device of the backend, overriding `run.device` (default, cpu, cuda, cuda:N, vulkan:N);
+    /// a device the backend does not have is an error listing those it has.
+    #[arg(long)]
+    pub device: Option<DeviceSpec>,
 }
 
 #[derive(Subcommand)]

@@ -354,11 +354,62 @@ struct RunDetails {
     config_path: PathBuf,
     config: Option<RunConfig>,
     checkpoints: Vec<u64>,
+    /// Filled by `show` only: reading each checkpoint's state costs a store read.
+    trained_on: Vec<TrainedOn>,
     last_validation: Option<ValidationIterationScores>,
     #[serde(skip)]
     config_text: Option<String>,
     #[serde(skip)]
     criteria: Vec<String>,
+}
+
+/// The backend and device a checkpoint was trained on.
+#[derive(Debug, Serialize)]
+struct TrainedOn {
+    iteration: u64,
+    backend: String,
+    /// Empty for checkpoints written before devices were recorded.
+    device: String,
+}
+
+/// Where each of `checkpoints` of run `name` was trained, from their train states.
+fn trained_on(stores: &Stores, name: &RunName, checkpoints: &[u64]) -> Result<Vec<TrainedOn>> {
+    checkpoints
+        .iter()
+        .map(|&iteration| {
+            let state = stores
+                .weights
+                .retrieve_state(name, iteration)
+                .with_context(|| format!("cannot read checkpoint {iteration} of run `{name}`"))?;
+            Ok(TrainedOn {
+                iteration,
+                backend: state.backend,
+                device: state.device,
+            })
+        })
+        .collect()
+}
+
+/// `flex cpu (2, 4), tch cuda:0 (6)`: consecutive checkpoints on one backend and device
+/// grouped.
+fn compact_trained_on(trained_on: &[TrainedOn]) -> String {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for t in trained_on {
+        let place = format!(
+            "{} {}",
+            t.backend,
+            opt(Some(t.device.as_str()).filter(|d| !d.is_empty()))
+        );
+        match groups.last_mut() {
+            Some((last, its)) if *last == place => its.push(t.iteration.to_string()),
+            _ => groups.push((place, vec![t.iteration.to_string()])),
+        }
+    }
+    groups
+        .iter()
+        .map(|(place, its)| format!("{place} ({})", its.join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Everything known of run `name`; `jobs` are the user's SLURM jobs (`None`: no SLURM here).
@@ -437,6 +488,7 @@ fn gather(stores: &Stores, name: &RunName, jobs: Option<&[SlurmJob]>) -> RunDeta
         config_path: frozen.path,
         config: frozen.config,
         checkpoints,
+        trained_on: Vec::new(),
         last_validation: scores.scores().last().cloned(),
         config_text: frozen.text,
         criteria: scores.criteria().into_iter().map(str::to_owned).collect(),
@@ -584,7 +636,14 @@ fn show(root: &Path, name: &str, json: bool) -> Result<()> {
     let run = require_run(root, name)?;
     let stores = Stores::open(root);
     let jobs = slurm_jobs(std::slice::from_ref(&run));
-    let d = gather(&stores, &run, jobs.as_deref());
+    let mut d = gather(&stores, &run, jobs.as_deref());
+    match stores
+        .of_run(d.config.as_ref())
+        .and_then(|s| trained_on(&s, &run, &d.checkpoints))
+    {
+        Ok(t) => d.trained_on = t,
+        Err(e) => d.summary.problems.push(format!("{e:#}")),
+    }
     if json {
         emit(&format!("{}\n", serde_json::to_string_pretty(&d)?))?;
         return Ok(());
@@ -624,9 +683,15 @@ fn summary_text(d: &RunDetails) -> String {
             opt(s.latest_checkpoint)
         )
     };
+    let trained_on = if d.trained_on.is_empty() {
+        String::new()
+    } else {
+        format!("trained on:  {}\n", compact_trained_on(&d.trained_on))
+    };
     format!(
         "run:         {}\nstatus:      {status}\ntask:        {}\n\
-         trained:     {} of {} iterations\nlast loss:   {last_loss}\ncheckpoints: {cps}\n",
+         trained:     {} of {} iterations\nlast loss:   {last_loss}\ncheckpoints: {cps}\n\
+         {trained_on}",
         s.name,
         opt(s.task.as_deref()),
         s.trained_until,

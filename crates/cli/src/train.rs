@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use dacapo_core::RunConfig;
-use dacapo_core::config::Backend;
 use dacapo_runtime::{Stores, backend};
 use dacapo_trainer::TrainOptions;
 
-use crate::RootArg;
 use crate::progress::{LogFormat, ProgressArgs, outcome};
 use crate::validate::load_frozen;
+use crate::{ComputeArgs, RootArg};
 
 /// Arguments of `dacapo train`.
 #[derive(clap::Args, Debug)]
@@ -25,9 +24,8 @@ pub struct TrainArgs {
     pub run: Option<String>,
     #[command(flatten)]
     pub root: RootArg,
-    /// Compute backend, overriding `run.backend` (flex, wgpu, cuda, tch).
-    #[arg(long)]
-    pub backend: Option<Backend>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// Continue an existing run although its config changed (resume is then not exact).
     #[arg(long)]
     pub force_config: bool,
@@ -67,7 +65,8 @@ pub fn run(args: &TrainArgs, format: LogFormat) -> Result<()> {
     })
     .context("cannot install the signal handler")?;
     let options = TrainOptions {
-        backend: args.backend,
+        backend: args.compute.backend,
+        device: args.compute.device,
         force_config: args.force_config,
         stop,
         progress: args.progress.reporter(format),

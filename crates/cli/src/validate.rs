@@ -4,13 +4,12 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use dacapo_core::config::Backend;
 use dacapo_core::{RunConfig, RunName};
 use dacapo_runtime::Stores;
 use dacapo_validator::{Checkpoints, RevalidateOptions, revalidate};
 
-use crate::RootArg;
 use crate::progress::{LogFormat, ProgressArgs};
+use crate::{ComputeArgs, RootArg};
 
 /// Criteria shown in the summary when the task reports them (all are stored).
 const SHOWN: [&str; 4] = ["f1", "dice", "voi", "adapted_rand_error"];
@@ -29,9 +28,8 @@ pub struct ValidateArgs {
     pub all: bool,
     #[command(flatten)]
     pub root: RootArg,
-    /// Compute backend, overriding `run.backend` (flex, wgpu, cuda, tch).
-    #[arg(long)]
-    pub backend: Option<Backend>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     #[command(flatten)]
     pub progress: ProgressArgs,
 }
@@ -52,7 +50,8 @@ pub fn run(args: &ValidateArgs, format: LogFormat) -> Result<()> {
         (None, false) => Checkpoints::Latest,
     };
     let options = RevalidateOptions {
-        backend: args.backend,
+        backend: args.compute.backend,
+        device: args.compute.device,
         ..RevalidateOptions::default()
     };
     let stores = Stores::open(&config)?;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use crate::device::DeviceSpec;
 use crate::error::CoreError;
 use crate::name::{RunName, validate_name};
 
@@ -59,6 +60,11 @@ pub struct RunSection {
     /// Compute backend.
     #[serde(default)]
     pub backend: Backend,
+    /// Device of the backend (`"cpu"`, `"cuda:1"`, ...); the backend's preferred one by
+    /// default. Results do not depend on it beyond floating-point rounding, so it is not
+    /// part of the config hash: a run may continue on another device.
+    #[serde(default)]
+    pub device: DeviceSpec,
     /// CPU threads for the flex backend (default: all cores).
     #[serde(default)]
     pub threads: Option<usize>,
@@ -921,8 +927,8 @@ impl RunConfig {
 
     /// Hash of everything that decides the training trajectory (task, architecture,
     /// trainer, training data, seed): a resumed run with another hash would not be exact.
-    /// `train_until`, intervals, backend, stores, validation and logging settings and the
-    /// affinities' `post_process` and `thresholds` may change freely.
+    /// `train_until`, intervals, backend, device, stores, validation and logging settings and
+    /// the affinities' `post_process` and `thresholds` may change freely.
     pub fn trajectory_hash(&self) -> String {
         // Settings that cannot change the trajectory stay out, so changing them (or a version
         // that adds such a setting) does not block a resume.

@@ -6,6 +6,7 @@
 //! in which model and optimizer tensors cross the store boundary. It does not depend on burn.
 
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod memory;
 pub mod name;
@@ -16,6 +17,7 @@ pub mod tensor;
 pub mod testing;
 
 pub use config::RunConfig;
+pub use device::DeviceSpec;
 pub use error::CoreError;
 pub use name::{RESERVED_DATASET_NAMES, RunName, validate_name};
 pub use scores::{

@@ -65,6 +65,24 @@ pub enum RuntimeError {
         /// Extra advice for this backend.
         hint: &'static str,
     },
+    /// A device the backend does not have.
+    #[error(
+        "backend `{backend}` has no device `{device}`; it sees: {seen} (choose one with \
+         run.device or --device){hint}"
+    )]
+    NoSuchDevice {
+        /// The backend.
+        backend: &'static str,
+        /// The device asked for.
+        device: String,
+        /// The devices the backend sees, listed.
+        seen: String,
+        /// Extra advice for this backend.
+        hint: String,
+    },
+    /// A backend or device name that does not parse.
+    #[error("{0}")]
+    UnknownDevice(String),
     /// A network that would not fit in the memory this process may use.
     #[error(
         "{what} need at least {needed} ({parameters} parameters and optimizer state, \

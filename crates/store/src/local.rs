@@ -563,6 +563,31 @@ fn list_iterations(it_dir: &Path) -> Result<Vec<u64>> {
     Ok(out)
 }
 
+/// The `state.json` of checkpoint directory `dir`, checked against its `manifest` entry.
+fn read_state(dir: &Path, manifest: &Manifest) -> Result<TrainState> {
+    let e = manifest.files.get(STATE_FILE).ok_or_else(|| {
+        corrupt(
+            &dir.join(MANIFEST_FILE),
+            format!("it lists no {STATE_FILE}"),
+        )
+    })?;
+    let path = dir.join(STATE_FILE);
+    let bytes = fs::read(&path).map_err(io_err("read", &path))?;
+    let crc = crc32c::crc32c(&bytes);
+    if crc != e.crc32c || bytes.len() as u64 != e.size {
+        return Err(corrupt(
+            &path,
+            format!(
+                "crc32c check failed: the manifest says {:#010x}, the file has {crc:#010x}",
+                e.crc32c
+            ),
+        ));
+    }
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| corrupt(&path, "state check failed: not UTF-8"))?;
+    json::from_str_exact(text).map_err(|e| corrupt(&path, format!("state check failed: {e}")))
+}
+
 /// The bytes of `state.json` for `state`.
 pub fn state_json(state: &TrainState) -> Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec_pretty(state)
@@ -752,23 +777,7 @@ impl WeightsStore for LocalWeightsStore {
             }
             maps.push(map);
         }
-        let e = entry(STATE_FILE)?;
-        let path = dir.join(STATE_FILE);
-        let bytes = fs::read(&path).map_err(io_err("read", &path))?;
-        let crc = crc32c::crc32c(&bytes);
-        if crc != e.crc32c || bytes.len() as u64 != e.size {
-            return Err(corrupt(
-                &path,
-                format!(
-                    "crc32c check failed: the manifest says {:#010x}, the file has {crc:#010x}",
-                    e.crc32c
-                ),
-            ));
-        }
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|_| corrupt(&path, "state check failed: not UTF-8"))?;
-        let state: TrainState = json::from_str_exact(text)
-            .map_err(|e| corrupt(&path, format!("state check failed: {e}")))?;
+        let state = read_state(&dir, &manifest)?;
         let optimizer = maps.pop().unwrap_or_default();
         let model = maps.pop().unwrap_or_default();
         Ok(Weights {
@@ -776,6 +785,11 @@ impl WeightsStore for LocalWeightsStore {
             optimizer,
             state,
         })
+    }
+
+    fn retrieve_state(&self, run: &RunName, iteration: u64) -> Result<TrainState> {
+        let manifest = self.verify(run, iteration, Verify::Quick)?;
+        read_state(&self.checkpoint_dir(run, iteration), &manifest)
     }
 
     fn remove(&self, run: &RunName, iteration: u64) -> Result<()> {

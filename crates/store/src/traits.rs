@@ -14,6 +14,10 @@ pub struct TrainState {
     pub config_hash: String,
     /// Name of the backend that produced it (`flex`, `wgpu`, ...).
     pub backend: String,
+    /// The backend's device that produced it (`cpu`, `cuda:0`, ...; empty in checkpoints
+    /// written before devices were recorded).
+    #[serde(default)]
+    pub device: String,
     /// The run's seed.
     pub seed: u64,
     /// Anything else the trainer needs (scheduler step, data cursor, burn version, ...).
@@ -33,9 +37,16 @@ impl TrainState {
             iteration,
             config_hash: config_hash.into(),
             backend: backend.into(),
+            device: String::new(),
             seed,
             extra: serde_json::Map::new(),
         }
+    }
+
+    /// This state with the name of the device that produced it.
+    pub fn with_device(mut self, device: impl Into<String>) -> Self {
+        self.device = device.into();
+        self
     }
 }
 
@@ -111,6 +122,12 @@ pub trait WeightsStore: Send + Sync {
 
     /// Loads checkpoint `iteration` of `run`, verifying every checksum.
     fn retrieve_weights(&self, run: &RunName, iteration: u64) -> Result<Weights>;
+
+    /// The train state of checkpoint `iteration` of `run` (iteration, backend, device, ...),
+    /// verified; stores that can read it without the tensors do.
+    fn retrieve_state(&self, run: &RunName, iteration: u64) -> Result<TrainState> {
+        Ok(self.retrieve_weights(run, iteration)?.state)
+    }
 
     /// Deletes checkpoint `iteration` of `run`; an error if it does not exist.
     fn remove(&self, run: &RunName, iteration: u64) -> Result<()>;

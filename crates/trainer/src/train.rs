@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
-use dacapo_core::config::{ArchitectureConfig, Backend, RunConfig};
+use dacapo_core::config::{ArchitectureConfig, Backend, DeviceSpec, RunConfig};
 use dacapo_core::{
     RunName, TrainingIterationStats, TrainingStats, ValidationMeta, ValidationScores,
 };
@@ -34,6 +34,8 @@ const STATS_FLUSH: Duration = Duration::from_secs(1);
 pub struct TrainOptions {
     /// Backend overriding `run.backend`.
     pub backend: Option<Backend>,
+    /// Device overriding `run.device`.
+    pub device: Option<DeviceSpec>,
     /// Continue an existing run even if its frozen config differs.
     pub force_config: bool,
     /// Set (e.g. by a signal handler) to stop after the current step with a checkpoint.
@@ -46,6 +48,7 @@ impl Default for TrainOptions {
     fn default() -> Self {
         Self {
             backend: None,
+            device: None,
             force_config: false,
             stop: Arc::new(AtomicBool::new(false)),
             progress: Arc::new(NoProgress),
@@ -74,9 +77,10 @@ pub fn train(
     validator: &mut dyn Validate,
 ) -> Result<TrainSummary, TrainerError> {
     let run = &config.run.name;
-    let backend_kind = options.backend.unwrap_or(config.run.backend);
-    backend::set_cpu_threads(config.run.threads);
-    let device = backend::device(backend_kind)?;
+    let chosen = backend::for_run(config, options.backend, options.device)?;
+    let backend_kind = chosen.backend;
+    tracing::info!("training on backend {backend_kind}, device {}", chosen.name);
+    let device = chosen.device;
     let _lock = RunLock::acquire(&stores.root, run)?;
     dacapo_runtime::frozen::freeze(config, &stores.root, options.force_config)?;
     let setup = Setup::new(config, backend_kind)?;
@@ -109,6 +113,7 @@ pub fn train(
         stores,
         config_hash: config.trajectory_hash(),
         backend: backend_kind,
+        device_name: &chosen.name,
         validator,
         scores,
         progress: &*options.progress,
@@ -294,6 +299,7 @@ struct Loop<'a> {
     stores: &'a Stores,
     config_hash: String,
     backend: Backend,
+    device_name: &'a str,
     validator: &'a mut dyn Validate,
     scores: ValidationScores,
     progress: &'a dyn Progress,
@@ -426,7 +432,8 @@ impl Loop<'_> {
             &self.config_hash,
             self.backend.name(),
             self.config.run.seed,
-        );
+        )
+        .with_device(self.device_name);
         state.extra.insert(
             "learning_rate".into(),
             serde_json::json!(step.learning_rate()),

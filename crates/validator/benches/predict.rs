@@ -211,6 +211,7 @@ fn predict_3d_workers() {
             iteration: 0,
             checkpoint_sha256: "seed 0".into(),
             backend: "flex",
+            device: "default",
             net: &cfg,
             out_channels: task.out_channels(),
             input: &input,

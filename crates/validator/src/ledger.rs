@@ -97,6 +97,8 @@ pub struct PredictSpec {
     pub checkpoint_sha256: String,
     /// Compute backend (`flex`, `wgpu`, ...): backends round differently.
     pub backend: String,
+    /// Device of the backend as `run.device` writes it (`default`, `cpu`, `cuda:0`, ...).
+    pub device: String,
     /// The input array and its normalisation.
     pub input: InputSpec,
     /// The output array.
@@ -504,6 +506,7 @@ mod tests {
             iteration: 10,
             checkpoint_sha256: "ab".into(),
             backend: "flex".into(),
+            device: "default".into(),
             input: InputSpec {
                 container: "/in.zarr".into(),
                 array: "raw".into(),

@@ -85,6 +85,8 @@ pub struct JobRequest<'a> {
     pub checkpoint_sha256: String,
     /// Compute backend name.
     pub backend: &'a str,
+    /// Device of the backend, as `run.device` writes it.
+    pub device: &'a str,
     /// The network.
     pub net: &'a UNetConfig,
     /// Output channels of the run's task.
@@ -174,6 +176,7 @@ pub fn plan_job(req: &JobRequest) -> Result<PredictSpec, ValidatorError> {
         iteration: req.iteration,
         checkpoint_sha256: req.checkpoint_sha256.clone(),
         backend: req.backend.to_owned(),
+        device: req.device.to_owned(),
         input: InputSpec {
             container: absolute(req.input.container())?,
             array: req.input.path().trim_matches('/').to_owned(),
@@ -282,8 +285,11 @@ fn differences(old: &PredictSpec, new: &PredictSpec) -> String {
             old.post_process, new.post_process
         ));
     }
-    if old.backend != new.backend {
-        out.push(format!("backend {} vs {}", old.backend, new.backend));
+    if (&old.backend, &old.device) != (&new.backend, &new.device) {
+        out.push(format!(
+            "backend {} {} vs {} {}",
+            old.backend, old.device, new.backend, new.device
+        ));
     }
     if out.is_empty() {
         out.push("output layout".to_owned());

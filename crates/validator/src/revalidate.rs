@@ -1,6 +1,6 @@
 //! Re-validation of stored checkpoints outside training (`dacapo validate`).
 
-use dacapo_core::config::{Backend, RunConfig};
+use dacapo_core::config::{Backend, DeviceSpec, RunConfig};
 use dacapo_core::{ValidationIterationScores, ValidationScores};
 use dacapo_runtime::validate::scores_for;
 use dacapo_runtime::{
@@ -28,6 +28,8 @@ pub enum Checkpoints {
 pub struct RevalidateOptions {
     /// Backend overriding `run.backend`.
     pub backend: Option<Backend>,
+    /// Device overriding `run.device`.
+    pub device: Option<DeviceSpec>,
     /// Validator settings.
     pub validator: ValidatorOptions,
 }
@@ -94,8 +96,7 @@ pub fn revalidate(
             "its config has no validation datasets ([datasplit] validate = [...])".into(),
         ));
     }
-    backend::set_cpu_threads(config.run.threads);
-    let device = backend::device(options.backend.unwrap_or(config.run.backend))?;
+    let device = backend::for_run(config, options.backend, options.device)?.device;
     let (base_model, task) = build_model(config, &device)?;
 
     let mut scores = scores_for(

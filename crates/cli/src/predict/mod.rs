@@ -13,7 +13,7 @@ pub mod worker;
 
 use anyhow::{Context, Result, bail};
 use dacapo_core::RunName;
-use dacapo_core::config::Backend;
+use dacapo_core::config::{Backend, DeviceSpec};
 use dacapo_data::{Normalizer, ZarrArray};
 use dacapo_models::load_model_tensors;
 use dacapo_runtime::{Stores, backend, build_model};
@@ -24,10 +24,10 @@ use dacapo_validator::{
     prepare_output,
 };
 
-use crate::RootArg;
 use crate::progress::{LogFormat, ProgressArgs, outcome};
 use crate::submit::{Executor, SlurmOptions};
 use crate::validate::load_frozen;
+use crate::{ComputeArgs, RootArg};
 
 /// Output array path when `--output` names only a container.
 const DEFAULT_OUTPUT_ARRAY: &str = "prediction";
@@ -56,9 +56,8 @@ pub struct PredictArgs {
     pub output: Option<String>,
     #[command(flatten)]
     pub root: RootArg,
-    /// Compute backend, overriding `run.backend` (flex, wgpu, cuda, tch).
-    #[arg(long)]
-    pub backend: Option<Backend>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// Spatial input block per network call, e.g. `512,512` (default: the run's
     /// `validation.block_shape`, else 1024² in 2D and 168³ in 3D).
     #[arg(long, value_delimiter = ',')]
@@ -253,10 +252,11 @@ pub fn run(args: &PredictArgs, format: LogFormat) -> Result<()> {
         bail!("--input {input_text:?} names a container but no array: use CONTAINER.zarr/ARRAY");
     };
     let (output_container, output_array) = output_path(output_text)?;
-    let backend_kind = args.backend.unwrap_or(config.run.backend);
+    let backend_kind = args.compute.backend.unwrap_or(config.run.backend);
+    let device = args.compute.device.unwrap_or(config.run.device);
     let threads = launch::threads_per_worker(config.run.threads, args.workers, args.executor);
     backend::set_cpu_threads(threads);
-    let checkpoint = Checkpoint::load(args, &config, backend_kind)?;
+    let checkpoint = Checkpoint::load(args, &config, backend_kind, device)?;
     let model = &checkpoint.model;
     let dims = model.config().dims;
     let input = ZarrArray::open(&input_path.container, input_array, Some(dims))?;
@@ -278,6 +278,7 @@ pub fn run(args: &PredictArgs, format: LogFormat) -> Result<()> {
         iteration: checkpoint.iteration,
         checkpoint_sha256: checkpoint.sha256.clone(),
         backend: backend_kind.name(),
+        device: &device.to_string(),
         net: model.config(),
         out_channels: checkpoint.task.out_channels(),
         input: &input,
@@ -313,12 +314,17 @@ struct Checkpoint {
 }
 
 impl Checkpoint {
-    fn load(args: &PredictArgs, config: &dacapo_core::RunConfig, kind: Backend) -> Result<Self> {
+    fn load(
+        args: &PredictArgs,
+        config: &dacapo_core::RunConfig,
+        kind: Backend,
+        device: DeviceSpec,
+    ) -> Result<Self> {
         let run = &config.run.name;
         let stores = Stores::open(config)?;
         let (iteration, best) =
             select_checkpoint(&*stores.weights, run, args.best.as_deref(), args.iteration)?;
-        let device = backend::device(kind)?;
+        let device = backend::select(kind, device)?.device;
         let (model, task) = build_model(config, &device)?;
         let weights = stores.weights.retrieve_weights(run, iteration)?;
         let sha256 = checkpoint_sha256(&weights.model);

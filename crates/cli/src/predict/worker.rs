@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use dacapo_core::config::Backend;
 use dacapo_models::load_model_tensors;
 use dacapo_runtime::{Stores, backend, build_model};
 use dacapo_validator::{BlockWorker, Ledger, checkpoint_sha256};
@@ -54,11 +53,7 @@ pub fn run(args: &WorkerArgs) -> Result<()> {
     };
     let config = load_frozen(&spec.root, &spec.run)?;
     backend::set_cpu_threads(args.threads.or(config.run.threads));
-    let kind = Backend::ALL
-        .into_iter()
-        .find(|b| b.name() == spec.backend)
-        .with_context(|| format!("unknown backend {:?} in the job", spec.backend))?;
-    let device = backend::device(kind)?;
+    let device = backend::select_by_name(&spec.backend, &spec.device)?.device;
     let (model, task) = build_model(&config, &device)?;
     let stores = Stores::open(&config)?;
     let weights = stores

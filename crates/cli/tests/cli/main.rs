@@ -3,6 +3,7 @@
 //! `dacapo_core::testing::TinyRun` builds every run config.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod devices;
 mod errors;
 mod interop;
 mod kill_resume;

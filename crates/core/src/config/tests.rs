@@ -41,6 +41,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.run.name.as_str(), "quickstart-2d");
     assert_eq!(c.run.seed, 42);
     assert_eq!(c.run.backend, Backend::Flex);
+    assert_eq!(c.run.device, DeviceSpec::Default);
     assert_eq!(c.trainer.batch_size, 2);
     assert_eq!(c.stores.root, PathBuf::from("runs"));
     assert_eq!(c.stores.keep_last, 5);
@@ -105,6 +106,9 @@ fn missing_key_and_bad_values_are_named() {
     let text = MINIMAL.replace("[run]", "[run]\nbackend = \"metal\"");
     let err = parse(&text).unwrap_err().to_string();
     assert!(err.contains("metal"), "{err}");
+    let text = MINIMAL.replace("[run]", "[run]\ndevice = \"gpu:0\"");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("gpu:0") && err.contains("cuda:N"), "{err}");
     let text = MINIMAL.replace("name = \"val0\"", "name = \"a/b\"");
     let err = parse(&text).unwrap_err().to_string();
     assert!(err.contains("datasplit.validate[0].name"), "{err}");
@@ -119,10 +123,12 @@ fn environment_overrides_apply_and_unknown_ones_fail() {
             ("DACAPO__RUN__SEED", "7"),
             ("DACAPO__RUN__TRAIN_UNTIL", "10"),
             ("DACAPO__TRAINER__LEARNING_RATE", "0.001"),
+            ("DACAPO__RUN__DEVICE", "cuda:1"),
             ("UNRELATED", "x"),
         ]),
     )
     .unwrap();
+    assert_eq!(c.run.device, DeviceSpec::Cuda(1));
     assert_eq!(c.run.seed, 7);
     assert_eq!(c.run.train_until, 10);
     assert_eq!(c.trainer.learning_rate, 0.001);
@@ -146,6 +152,12 @@ fn trajectory_hash_ignores_schedule_but_not_training() {
     let prefetched = parse(&format!("{MINIMAL}\n[trainer]\nprefetch = 7\n")).unwrap();
     assert_eq!(prefetched.trainer.prefetch, 7);
     assert_eq!(base.trajectory_hash(), prefetched.trajectory_hash());
+    // A checkpoint may continue on another backend or device (tested in
+    // dacapo-trainer's backends test): neither is part of the hash.
+    let moved =
+        parse(&MINIMAL.replace("[run]", "[run]\nbackend = \"tch\"\ndevice = \"cuda:1\"")).unwrap();
+    assert_eq!(moved.run.device, DeviceSpec::Cuda(1));
+    assert_eq!(base.trajectory_hash(), moved.trajectory_hash());
     let logged = parse(&format!(
         "{MINIMAL}\n[logging]\ntensorboard = false\ndir = \"tb\"\nstride = 10\n"
     ))

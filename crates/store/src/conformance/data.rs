@@ -97,7 +97,7 @@ pub fn weights_sized(iteration: u64, n: usize) -> Weights {
         NamedTensor::new(DType::U8, vec![2], vec![iteration as u8, 1])
             .unwrap_or_else(|e| panic!("test tensor: {e}")),
     );
-    let mut state = TrainState::new(iteration, "cfg-abc", "flex", 42);
+    let mut state = TrainState::new(iteration, "cfg-abc", "flex", 42).with_device("cpu");
     state
         .extra
         .insert("lr".into(), serde_json::json!(0.1 + iteration as f64 / 3.0));

@@ -32,6 +32,8 @@ pub fn round_trip_all_dtypes(open: Open<'_>) {
     s.store_weights(run, 100, &w).unwrap();
     assert_eq!(s.latest_iteration(run).unwrap(), Some(100));
     assert_eq!(s.retrieve_weights(run, 100).unwrap(), w);
+    assert_eq!(s.retrieve_state(run, 100).unwrap(), w.state);
+    assert_eq!(s.retrieve_state(run, 100).unwrap().device, "cpu");
     assert_eq!(s.iterations(run).unwrap(), vec![100]);
     let fresh = open();
     assert_eq!(fresh.latest_iteration(run).unwrap(), Some(100));
@@ -52,6 +54,10 @@ pub fn missing_run_and_iteration(open: Open<'_>) {
             .contains(&format!("checkpoint 5 of run `{run}`")),
         "{err}"
     );
+    assert!(matches!(
+        s.retrieve_state(run, 5),
+        Err(StoreError::NotFound { .. })
+    ));
     assert!(matches!(s.remove(run, 5), Err(StoreError::NotFound { .. })));
     assert!(matches!(
         s.retrieve_best(run, "val0", "dice"),

@@ -1,9 +1,9 @@
 """PyTorch side of `cargo xtask bench train --torch PYTHON` (a copy of the reference in
 ../shared/bench/, plus peak RSS): the WORKLOADS.md U-Net (valid 3x3 convs, two 2x max-pool downsamples, fmaps 12, inc 2,
 transposed-conv upsampling, 1x1 head, MSE, Adam lr 1e-4) in PyTorch: median seconds per training
-step on the CPU, one JSON line, for side-by-side ratios with `cargo xtask bench train`.
+step on the CPU (or a CUDA GPU), one JSON line, for side-by-side ratios with `cargo xtask bench train`.
 
-Usage: python torch_unet_step.py [size=256] [threads=all] [dims=2|3]   (3D: size 64)
+Usage: python torch_unet_step.py [size=256] [threads=all] [dims=2|3] [device=cpu|cuda:N]   (3D: size 64)
 """
 import json, resource, sys, time
 import torch
@@ -38,16 +38,18 @@ def main():
     threads = int(sys.argv[2]) if len(sys.argv) > 2 else torch.get_num_threads()
     global DIMS
     DIMS = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+    device = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
     torch.set_num_threads(threads); torch.manual_seed(42)
-    m = UNet(); opt = torch.optim.Adam(m.parameters(), lr=1e-4)
-    x = torch.randn(1, 1, *([size] * DIMS)); y = torch.randn_like(m(x))
+    m = UNet().to(device); opt = torch.optim.Adam(m.parameters(), lr=1e-4)
+    x = torch.randn(1, 1, *([size] * DIMS), device=device); y = torch.randn_like(m(x))
     times = []
     for i in range(8):
         t = time.perf_counter()
-        opt.zero_grad(); loss = ((m(x) - y) ** 2).mean(); loss.backward(); opt.step()
+        # .item() waits for the GPU, as ours reads the loss back each step.
+        opt.zero_grad(); loss = ((m(x) - y) ** 2).mean(); loss.backward(); opt.step(); loss.item()
         if i >= 2: times.append(time.perf_counter() - t)
     times.sort()
-    print(json.dumps({"workload": f"train_step_{DIMS}d", "impl": f"torch {torch.__version__}", "threads": threads,
+    print(json.dumps({"workload": f"train_step_{DIMS}d", "impl": f"torch {torch.__version__}", "device": str(device), "threads": threads,
                       "params": sum(p.numel() for p in m.parameters()), "input": list(x.shape),
                       "output": list(y.shape), "median_s": times[len(times) // 2],
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
