@@ -5,7 +5,7 @@
 //! about 30 s more).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use dacapo_core::config::ArchitectureConfig;
@@ -140,6 +140,21 @@ fn claimed_pid(output: &str) -> Option<u32> {
 }
 
 /// SIGKILL to a process, or to a process group with `-PGID`.
+/// Runs `cmd` (a `dacapo predict` into `output`) and SIGKILLs the worker that holds a block
+/// once `after` blocks are done; the command's output.
+fn kill_a_worker_mid_block(cmd: &mut Command, output: &str, after: usize) -> Output {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let mut pid = None;
+    wait_while_running(&mut child, "blocks done and a claimed block", || {
+        pid = (done(output) >= after)
+            .then(|| claimed_pid(output))
+            .flatten();
+        pid.is_some()
+    });
+    kill(&pid.unwrap().to_string());
+    child.wait_with_output().unwrap()
+}
+
 fn kill(pid: &str) {
     let status = Command::new("kill")
         .args(["-s", "KILL", "--", pid])
@@ -190,17 +205,12 @@ fn local_workers_killed_and_rerun_match_one_process() {
 
     // Two workers; one is killed between writing a block and marking it done.
     let multi = s.output("multi");
-    let mut child = s
-        .predict(&multi, &["--workers", "2"])
-        .env("DACAPO_PREDICT_BLOCK_DELAY_MS", DELAY_MS)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_while_running(&mut child, "a few blocks and a claim", || {
-        done(&multi) >= 4 && claimed_pid(&multi).is_some()
-    });
-    kill(&claimed_pid(&multi).unwrap().to_string());
-    let out = child.wait_with_output().unwrap();
+    let out = kill_a_worker_mid_block(
+        s.predict(&multi, &["--workers", "2"])
+            .env("DACAPO_PREDICT_BLOCK_DELAY_MS", DELAY_MS),
+        &multi,
+        4,
+    );
     let err = ok_stderr(&out);
     assert!(err.contains("starting it again"), "{err}");
     assert_bits_equal(
@@ -346,19 +356,14 @@ fn slurm_job_array_with_a_killed_task_and_a_rerun_matches_one_process() {
     ok_stderr(&s.predict(&reference, &[]).output().unwrap());
     let slurm = s.output("slurm");
     let slurm_args = ["--workers", "2", "--executor", "slurm", "--wait"];
-    let mut child = s
-        .predict(&slurm, &slurm_args)
-        .env("DACAPO_PREDICT_BLOCK_DELAY_MS", DELAY_MS)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_while_running(&mut child, "a few blocks and a claim", || {
-        done(&slurm) >= 4 && claimed_pid(&slurm).is_some()
-    });
     // A task killed by a signal fails (SLURM requeues only on node failures): its block
     // stays claimed, so the launch ends incomplete and says to rerun.
-    kill(&claimed_pid(&slurm).unwrap().to_string());
-    let out = child.wait_with_output().unwrap();
+    let out = kill_a_worker_mid_block(
+        s.predict(&slurm, &slurm_args)
+            .env("DACAPO_PREDICT_BLOCK_DELAY_MS", DELAY_MS),
+        &slurm,
+        4,
+    );
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     println!("first launch, a task killed ({}):\n{err}", out.status);
     assert!(
@@ -481,15 +486,7 @@ fn large_3d_array_matches_one_process_with_workers_killed() {
         }
         let output = dir.path().join(format!("{name}.zarr"));
         let out_text = output.to_string_lossy().into_owned();
-        let mut child = predict(&output, &extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_while_running(&mut child, "a block and a claim", || {
-            done(&out_text) >= 1 && claimed_pid(&out_text).is_some()
-        });
-        kill(&claimed_pid(&out_text).unwrap().to_string());
-        let first = child.wait_with_output().unwrap();
+        let first = kill_a_worker_mid_block(&mut predict(&output, &extra), &out_text, 1);
         println!(
             "{name}, a worker killed: {}\n{}",
             first.status,
