@@ -13,7 +13,7 @@ use dacapo_core::testing::TinyRun;
 use dacapo_data::{WriteOptions, ZarrArray, write_array};
 use ndarray::{ArrayD, IxDyn};
 
-use crate::util::{dacapo, fails, ok_stderr};
+use crate::util::{dacapo, fails, ok_stderr, train};
 
 /// Blocks of the test input with `--block-shape 44,44` (26² outputs: 8 x 7).
 const BLOCKS: usize = 56;
@@ -34,13 +34,7 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let cfg = TinyRun::new("tiny", dir.path()).write(dir.path());
         let root = dir.path().join("runs");
-        ok_stderr(
-            &dacapo()
-                .args(["train", "--no-progress"])
-                .arg(&cfg)
-                .output()
-                .unwrap(),
-        );
+        train(&cfg);
         let raw = ArrayD::from_shape_fn(IxDyn(&[200, 180]), |ix| {
             let (y, x) = (ix[0] as f32, ix[1] as f32);
             ((y * 0.11).sin() * (x * 0.07).cos() * 100.0 + 120.0) as u8
@@ -415,13 +409,7 @@ fn large_3d_array_matches_one_process_with_workers_killed() {
             c.validation.block_shape = None;
         })
         .write(dir.path());
-    ok_stderr(
-        &dacapo()
-            .args(["train", "--no-progress"])
-            .arg(&cfg)
-            .output()
-            .unwrap(),
-    );
+    train(&cfg);
     // The input, a slab at a time.
     let input = dir.path().join("big.zarr");
     let opts = WriteOptions {
