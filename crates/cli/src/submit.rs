@@ -510,6 +510,20 @@ fn submit_slurm(job: &Job, args: &SubmitArgs, exe: &Path, workdir: &Path) -> Res
     Ok(())
 }
 
+/// Sends the stdout and stderr of `cmd` to the end of the log file `path` (created if missing).
+pub(crate) fn append_output_to(cmd: &mut Command, path: &Path) -> Result<()> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let err = file
+        .try_clone()
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    cmd.stdout(file).stderr(err);
+    Ok(())
+}
+
 fn start_local(job: &Job, dry_run: bool, exe: &Path, workdir: &Path) -> Result<()> {
     let log = job.submit_dir.join("local.log");
     if dry_run {
@@ -525,21 +539,12 @@ fn start_local(job: &Job, dry_run: bool, exe: &Path, workdir: &Path) -> Result<(
     }
     fs::create_dir_all(&job.submit_dir)
         .with_context(|| format!("cannot create {}", job.submit_dir.display()))?;
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .with_context(|| format!("cannot open {}", log.display()))?;
-    let err = file
-        .try_clone()
-        .with_context(|| format!("cannot open {}", log.display()))?;
     let mut cmd = Command::new(exe);
     // Its log is a file: progress comes as a plain line every 10 s and one per validation.
     cmd.args(&job.train_args)
         .current_dir(workdir)
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(err);
+        .stdin(Stdio::null());
+    append_output_to(&mut cmd, &log)?;
     // Its own process group: Ctrl-C in this terminal does not reach the trainer.
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);

@@ -129,6 +129,16 @@ impl Setup {
         TrainStep::new(model, self.task.clone(), &adam_config(0.0), 1e-2)
     }
 
+    /// A step on `device` loaded with the model and Adam state of `from`, which must arrive
+    /// bit for bit.
+    fn moved(&self, from: &TrainStep, device: &Device, what: &str) -> TrainStep {
+        let (model, optimizer) = from.to_tensors().unwrap();
+        let mut to = self.step(device);
+        to.load_tensors(&model, &optimizer).unwrap();
+        assert_eq!(to.to_tensors().unwrap(), (model, optimizer), "{what}");
+        to
+    }
+
     fn train(&self, step: &mut TrainStep, steps: usize) -> Vec<f64> {
         (0..steps)
             .map(|_| step.step(&self.raw, &self.target, &self.weight).unwrap())
@@ -216,27 +226,13 @@ fn weights_and_adam_state_move_between_backends_exactly() {
         // flex -> other: the tensors arrive bit for bit and training continues alike.
         let mut flex = s.step(&Device::flex());
         s.train(&mut flex, 3);
-        let (model, optimizer) = flex.to_tensors().unwrap();
-        let mut other = s.step(&chosen.device);
-        other.load_tensors(&model, &optimizer).unwrap();
-        assert_eq!(
-            other.to_tensors().unwrap(),
-            (model, optimizer),
-            "flex -> {name}"
-        );
+        let mut other = s.moved(&flex, &chosen.device, &format!("flex -> {name}"));
         let on_flex = s.train(&mut flex, 3);
         let on_other = s.train(&mut other, 3);
         assert_losses_close(&format!("flex -> {name}"), &on_flex, &on_other);
 
         // other -> flex, from the state the other backend trained.
-        let (model, optimizer) = other.to_tensors().unwrap();
-        let mut back = s.step(&Device::flex());
-        back.load_tensors(&model, &optimizer).unwrap();
-        assert_eq!(
-            back.to_tensors().unwrap(),
-            (model, optimizer),
-            "{name} -> flex"
-        );
+        let mut back = s.moved(&other, &Device::flex(), &format!("{name} -> flex"));
         let on_other = s.train(&mut other, 3);
         let on_back = s.train(&mut back, 3);
         assert_losses_close(&format!("{name} -> flex"), &on_other, &on_back);

@@ -19,7 +19,7 @@ use dacapo_validator::ledger::{Launch, now};
 use dacapo_validator::{BlockWorker, Ledger, PostProcess, PredictSpec};
 
 use super::PredictArgs;
-use crate::submit::{Executor, sbatch, sh_quote, squeue_jobs};
+use crate::submit::{Executor, append_output_to, sbatch, sh_quote, squeue_jobs};
 
 /// How often a local worker that died is started again.
 pub(super) const MAX_RESTARTS: u32 = 2;
@@ -185,20 +185,10 @@ fn spawn_worker(
     workers: usize,
     threads: Option<usize>,
 ) -> Result<Child> {
-    let log_path = logs.join(format!("worker-{worker}.log"));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let err = log
-        .try_clone()
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
     let mut cmd = Command::new(exe);
     cmd.args(worker_args(spec, Some(worker), workers))
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err);
+        .stdin(Stdio::null());
+    append_output_to(&mut cmd, &logs.join(format!("worker-{worker}.log")))?;
     if let Some(t) = threads {
         cmd.args(["--threads", &t.to_string()]);
     }
